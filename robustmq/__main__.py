@@ -1,0 +1,3 @@
+from robustmq.cli import app
+
+app()
