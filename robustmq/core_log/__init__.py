@@ -1,0 +1,7 @@
+"""The one append-only segment log every front-end writes to and reads from (SPEC §2)."""
+
+from robustmq.core_log.log import SegmentLog, Stream
+from robustmq.core_log.records import Record, SegmentMeta
+from robustmq.core_log.store import Store
+
+__all__ = ["Record", "SegmentLog", "SegmentMeta", "Store", "Stream"]

@@ -1,0 +1,91 @@
+"""The only module that touches RocksDB: key layout, batched writes, durability mode.
+
+Key layout (one keyspace, one-letter prefixes keep related keys adjacent for range scans/deletes):
+    S<stream name>                 -> StreamMeta
+    R<sid:4><offset:8>             -> Record
+    G<sid:4><first offset:8>       -> SegmentMeta
+    M<namespace>\\0<key>           -> front-end metadata (mailboxes, group offsets, sessions, ...)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+
+P_STREAM = b"S"
+P_RECORD = b"R"
+P_SEGMENT = b"G"
+P_META = b"M"
+
+
+def record_key(sid: int, offset: int) -> bytes:
+    return b"R" + sid.to_bytes(4, "big") + offset.to_bytes(8, "big")
+
+
+def segment_key(sid: int, first: int) -> bytes:
+    return b"G" + sid.to_bytes(4, "big") + first.to_bytes(8, "big")
+
+
+def stream_key(name: str) -> bytes:
+    return b"S" + name.encode()
+
+
+def meta_key(namespace: str, key: str | bytes) -> bytes:
+    k = key.encode() if isinstance(key, str) else key
+    return b"M" + namespace.encode() + b"\x00" + k
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with prefix."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return b"\xff" * 16
+
+
+class Store:
+    """A RocksDB database in raw (bytes) mode with one write path: `write(batch)`."""
+
+    def __init__(self, path: str, durability: str = "wal") -> None:
+        os.makedirs(path, exist_ok=True)
+        opts = Options(raw_mode=True)
+        opts.create_if_missing(True)
+        opts.set_max_background_jobs(2)
+        opts.set_write_buffer_size(64 << 20)
+        self.path = path
+        self.db = Rdict(path, opts)
+        self.write_opts = WriteOptions()
+        # wal: the WAL is written (OS page cache) before a batch is acknowledged -> survives a process
+        # crash. fsync: the WAL is fsynced once per batch -> survives power loss.
+        self.write_opts.sync = durability == "fsync"
+        self.durability = durability
+
+    def new_batch(self) -> WriteBatch:
+        return WriteBatch(raw_mode=True)
+
+    def write(self, batch: WriteBatch) -> None:
+        self.db.write(batch, self.write_opts)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Keys in [start, end) in order."""
+        ro = ReadOptions()
+        ro.set_iterate_upper_bound(end)
+        yield from self.db.items(from_key=start, read_opt=ro)
+
+    def scan_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        yield from self.scan(prefix, prefix_end(prefix))
+
+    def close(self) -> None:
+        try:
+            self.db.flush_wal(True)
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
+        self.db.close()

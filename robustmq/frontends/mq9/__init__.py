@@ -1,0 +1,17 @@
+"""mq9: agent mailboxes on `$mq9.AI.*` NATS subjects, on top of the router and the log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def attach(broker: Any) -> Any:
+    """Hook the mq9 layer into the broker's router; returns the layer (or None when not built)."""
+    try:
+        from robustmq.frontends.mq9.handlers import Mq9Layer
+    except ImportError:
+        return None
+    layer = Mq9Layer(broker.cfg, broker.router, broker.log)
+    broker.router.add_interceptor(layer)
+    layer.start()
+    return layer

@@ -1,0 +1,182 @@
+"""Sans-IO NATS client-protocol parser: feed bytes, get operations. No sockets here.
+
+Scans one buffer with `find(b"\\n")` per control line (no regexes, no line splitting of the whole
+buffer); a control line or payload that straddles reads is carried over. Each operation is a tuple
+whose first item is an OP_* code:
+
+    (OP_PUB, subject, reply|None, payload, hdr|None)   # PUB and HPUB
+    (OP_SUB, subject, queue|None, sid)
+    (OP_UNSUB, sid, max_msgs|None)
+    (OP_CONNECT, raw_json_bytes)
+    (OP_PING,) / (OP_PONG,)
+    (OP_ERR, text, fatal)                               # the peer broke the protocol
+
+After a fatal error the parser stops producing operations.
+"""
+
+from __future__ import annotations
+
+from robustmq.frontends.nats import errors
+
+OP_PUB = 1
+OP_SUB = 2
+OP_UNSUB = 3
+OP_CONNECT = 4
+OP_PING = 5
+OP_PONG = 6
+OP_ERR = 7
+OP_OK = 8
+
+_PING = (OP_PING,)
+_PONG = (OP_PONG,)
+_OK = (OP_OK,)
+
+
+class NatsParser:
+    __slots__ = ("max_payload", "max_control_line", "_buf", "_pending", "dead")
+
+    def __init__(self, max_payload: int = 1 << 20, max_control_line: int = 4096) -> None:
+        self.max_payload = max_payload
+        self.max_control_line = max_control_line
+        self._buf = b""
+        # (subject, reply, hdr_len, total_len) of a PUB/HPUB whose payload has not fully arrived
+        self._pending: tuple[str, str | None, int, int] | None = None
+        self.dead = False
+
+    def feed(self, data: bytes) -> list[tuple]:
+        if self.dead:
+            return []
+        buf = self._buf + data if self._buf else data
+        out: list[tuple] = []
+        pos = 0
+        n = len(buf)
+        mcl = self.max_control_line
+        while pos < n:
+            pend = self._pending
+            if pend is not None:
+                subject, reply, hlen, size = pend
+                end = pos + size
+                if end + 2 > n:
+                    break
+                if buf[end:end + 2] != b"\r\n":
+                    return self._fatal(out, errors.UNKNOWN_OP)
+                if hlen >= 0:
+                    out.append((OP_PUB, subject, reply, buf[pos + hlen:end], buf[pos:pos + hlen]))
+                else:
+                    out.append((OP_PUB, subject, reply, buf[pos:end], None))
+                self._pending = None
+                pos = end + 2
+                continue
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if n - pos > mcl:
+                    return self._fatal(out, errors.MAX_CONTROL_LINE)
+                break
+            le = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+            line = buf[pos:le]
+            pos = nl + 1
+            c0 = line[:1]
+            # fast paths for the hot operations
+            if c0 in (b"P", b"p"):
+                op4 = line[:4].upper()
+                if op4 == b"PUB " or op4 == b"PUB\t":
+                    if len(line) > mcl:
+                        return self._fatal(out, errors.MAX_CONTROL_LINE)
+                    args = line[4:].split()
+                    r = self._pub_args(args, False)
+                    if isinstance(r, str):
+                        return self._fatal(out, r)
+                    self._pending = r
+                    continue
+                if op4 == b"PING" and len(line.strip()) == 4:
+                    out.append(_PING)
+                    continue
+                if op4 == b"PONG" and len(line.strip()) == 4:
+                    out.append(_PONG)
+                    continue
+            if len(line) > mcl and not line[:7].upper().startswith(b"CONNECT"):
+                return self._fatal(out, errors.MAX_CONTROL_LINE)
+            sp = line.split(None, 1)
+            if not sp:
+                return self._fatal(out, errors.UNKNOWN_OP)
+            op = sp[0].upper()
+            rest = sp[1] if len(sp) > 1 else b""
+            if op == b"HPUB":
+                r = self._pub_args(rest.split(), True)
+                if isinstance(r, str):
+                    return self._fatal(out, r)
+                self._pending = r
+            elif op == b"SUB":
+                a = rest.split()
+                if len(a) == 2:
+                    out.append((OP_SUB, a[0].decode(errors="replace"), None, a[1].decode(errors="replace")))
+                elif len(a) == 3:
+                    out.append((OP_SUB, a[0].decode(errors="replace"), a[1].decode(errors="replace"),
+                                a[2].decode(errors="replace")))
+                else:
+                    return self._fatal(out, errors.UNKNOWN_OP)
+            elif op == b"UNSUB":
+                a = rest.split()
+                if len(a) == 1:
+                    out.append((OP_UNSUB, a[0].decode(errors="replace"), None))
+                elif len(a) == 2 and a[1].isdigit():
+                    out.append((OP_UNSUB, a[0].decode(errors="replace"), int(a[1])))
+                else:
+                    return self._fatal(out, errors.UNKNOWN_OP)
+            elif op == b"CONNECT":
+                out.append((OP_CONNECT, rest))
+            elif op == b"PING":
+                out.append(_PING)
+            elif op == b"PONG":
+                out.append(_PONG)
+            elif op == b"+OK":
+                continue
+            elif op == b"-ERR":
+                continue
+            else:
+                return self._fatal(out, errors.UNKNOWN_OP)
+        self._buf = buf[pos:] if pos < n else b""
+        return out
+
+    def _pub_args(self, a: list[bytes], headers: bool) -> tuple[str, str | None, int, int] | str:
+        want = 3 if headers else 2
+        if len(a) == want:
+            subject, reply, sizes = a[0], None, a[1:]
+        elif len(a) == want + 1:
+            subject, reply, sizes = a[0], a[1], a[2:]
+        else:
+            return errors.UNKNOWN_OP
+        if not all(s.isdigit() for s in sizes):
+            return errors.UNKNOWN_OP
+        if headers:
+            hlen, size = int(sizes[0]), int(sizes[1])
+            if hlen > size:
+                return errors.UNKNOWN_OP
+        else:
+            hlen, size = -1, int(sizes[0])
+        if size > self.max_payload:
+            return errors.MAX_PAYLOAD
+        return (subject.decode(errors="replace"), reply.decode(errors="replace") if reply else None,
+                hlen, size)
+
+    def _fatal(self, out: list[tuple], text: str) -> list[tuple]:
+        self.dead = True
+        self._buf = b""
+        out.append((OP_ERR, text, True))
+        return out
+
+
+def msg_frame(subject: str, sid: str, reply: str | None, payload: bytes) -> bytes:
+    if reply:
+        return b"MSG %s %s %s %d\r\n%s\r\n" % (subject.encode(), sid.encode(), reply.encode(),
+                                               len(payload), payload)
+    return b"MSG %s %s %d\r\n%s\r\n" % (subject.encode(), sid.encode(), len(payload), payload)
+
+
+def hmsg_frame(subject: str, sid: str, reply: str | None, hdr: bytes, payload: bytes) -> bytes:
+    hl = len(hdr)
+    if reply:
+        return b"HMSG %s %s %s %d %d\r\n%s%s\r\n" % (subject.encode(), sid.encode(), reply.encode(), hl,
+                                                     hl + len(payload), hdr, payload)
+    return b"HMSG %s %s %d %d\r\n%s%s\r\n" % (subject.encode(), sid.encode(), hl, hl + len(payload),
+                                             hdr, payload)

@@ -1,0 +1,97 @@
+"""The NATS listener: accepts connections, builds INFO, runs the server-side PING timer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import secrets
+
+import msgspec
+
+from robustmq import __version__
+from robustmq.config import Config
+from robustmq.frontends.nats.session import NatsSession
+from robustmq.routing.router import Router
+
+log = logging.getLogger("robustmq.nats")
+
+# The NATS protocol level we speak; clients gate features (headers, no_responders) on INFO fields.
+PROTOCOL_VERSION = "2.10.0"
+
+
+class NatsServer:
+    def __init__(self, cfg: Config, router: Router) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.conns: dict[int, NatsSession] = {}
+        self._cids = itertools.count(1)
+        self.server_id = "N" + secrets.token_hex(16).upper()[:55]
+        self.auth_required = bool(cfg.user or cfg.token)
+        self.slow_consumers = 0
+        self.total_connections = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._info_base: dict[str, object] = {}
+        self.port = cfg.nats_port
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: NatsSession(self), host, port, backlog=1024,
+                                                reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._info_base = {
+            "server_id": self.server_id,
+            "server_name": self.cfg.server_name or self.server_id,
+            "version": PROTOCOL_VERSION,
+            "proto": 1,
+            "go": f"robustmq {__version__}",
+            "host": host,
+            "port": self.port,
+            "headers": True,
+            "max_payload": self.cfg.max_payload,
+        }
+        if self.auth_required:
+            self._info_base["auth_required"] = True
+        self._pinger = asyncio.create_task(self._ping_loop())
+
+    def info_line(self, conn: NatsSession) -> bytes:
+        info = dict(self._info_base)
+        info["client_id"] = conn.cid
+        info["client_ip"] = conn.peer[0] if conn.peer else ""
+        return b"INFO " + msgspec.json.encode(info) + b"\r\n"
+
+    def register(self, conn: NatsSession) -> int:
+        cid = next(self._cids)
+        self.conns[cid] = conn
+        self.total_connections += 1
+        return cid
+
+    def unregister(self, conn: NatsSession) -> None:
+        self.conns.pop(conn.cid, None)
+
+    def check_auth(self, user: str, password: str, token: str) -> bool:
+        cfg = self.cfg
+        if cfg.token:
+            return hmac.compare_digest(token.encode(), cfg.token.encode())
+        return hmac.compare_digest(user.encode(), cfg.user.encode()) and hmac.compare_digest(
+            password.encode(), cfg.password.encode())
+
+    async def _ping_loop(self) -> None:
+        interval = self.cfg.ping_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for conn in list(self.conns.values()):
+                if conn.connected or not self.auth_required:
+                    conn.send_ping()
+
+    async def close(self) -> None:
+        if self._pinger:
+            self._pinger.cancel()
+        if self._server:
+            self._server.close()
+        for conn in list(self.conns.values()):
+            conn._flush()
+            if conn.transport:
+                conn.transport.close()

@@ -1,0 +1,326 @@
+"""One NATS client connection on asyncio: parse -> router; router -> coalesced outbound buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from robustmq.frontends.nats import errors
+from robustmq.frontends.nats.codec import (
+    OP_CONNECT,
+    OP_ERR,
+    OP_PING,
+    OP_PONG,
+    OP_PUB,
+    OP_SUB,
+    OP_UNSUB,
+    NatsParser,
+)
+from robustmq.routing.subjects import subject_matches, valid_publish_subject, valid_subscribe_subject
+
+if TYPE_CHECKING:
+    from robustmq.frontends.nats.server import NatsServer
+
+log = logging.getLogger("robustmq.nats")
+
+PONG = b"PONG\r\n"
+PING = b"PING\r\n"
+OK = b"+OK\r\n"
+NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
+
+
+class ConnectOptions(msgspec.Struct, omit_defaults=True):
+    verbose: bool = False
+    pedantic: bool = False
+    echo: bool = True
+    headers: bool = False
+    no_responders: bool = False
+    name: str = ""
+    lang: str = ""
+    version: str = ""
+    protocol: int = 0
+    user: str = ""
+    pass_: str = msgspec.field(default="", name="pass")
+    auth_token: str = ""
+    tls_required: bool = False
+
+
+_connect_decoder = msgspec.json.Decoder(ConnectOptions)
+
+
+class Subscription:
+    """A NATS subscription; also what the router and the mq9 layer see."""
+
+    __slots__ = ("subject", "queue", "sid", "conn", "max_msgs", "delivered", "_pfx_subject", "_pfx",
+                 "extra")
+
+    def __init__(self, conn: NatsSession, subject: str, queue: str | None, sid: str) -> None:
+        self.conn = conn
+        self.subject = subject
+        self.queue = queue
+        self.sid = sid
+        self.max_msgs = 0
+        self.delivered = 0
+        self._pfx_subject = ""
+        self._pfx = b""
+        self.extra: Any = None  # owned by an interceptor (mq9) that took the subscription
+
+
+class NatsSession(asyncio.Protocol):
+    def __init__(self, server: NatsServer) -> None:
+        self.server = server
+        cfg = server.cfg
+        self.router = server.router
+        self.log = server.router.log
+        self.parser = NatsParser(cfg.max_payload, cfg.max_control_line)
+        self.max_pending = cfg.max_pending
+        self.transport: asyncio.Transport | None = None
+        self.subs: dict[str, Subscription] = {}
+        self.cid = 0
+        self.verbose = False
+        self.pedantic = False
+        self.no_echo = False
+        self.headers = False
+        self.no_responders = False
+        self.name = ""
+        self.lang = ""
+        self.version = ""
+        self.connected = False  # CONNECT received (and authorised)
+        self.closed = False
+        self.pings_out = 0
+        self.last_pub_seq = 0
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
+        self.peer = ("", 0)
+
+    # ------------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername") or ("", 0)
+        self.cid = self.server.register(self)
+        self.write(self.server.info_line(self))
+        if self.server.auth_required:
+            loop = asyncio.get_running_loop()
+            self._auth_timer = loop.call_later(self.server.cfg.auth_timeout_s, self._auth_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._auth_timer:
+            self._auth_timer.cancel()
+        for sub in list(self.subs.values()):
+            self.router.unsubscribe(sub)
+        self.subs.clear()
+        self._out.clear()
+        self.server.unregister(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        ops = self.parser.feed(data)
+        router = self.router
+        for op in ops:
+            code = op[0]
+            if code == OP_PUB:
+                if not self.connected and self.server.auth_required:
+                    return self.fail(errors.AUTH_VIOLATION)
+                _, subject, reply, payload, hdr = op
+                self.msgs_in += 1
+                self.bytes_in += len(payload)
+                if self.pedantic and not valid_publish_subject(subject):
+                    self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
+                    continue
+                self.last_pub_seq = self.log.batch_seq
+                n = router.publish(subject, reply, hdr, payload, self)
+                if n == 0 and reply and self.no_responders and self.headers:
+                    self._no_responders(reply)
+                if self.verbose:
+                    self.write(OK)
+            elif code == OP_PING:
+                if self.last_pub_seq > self.log.committed_seq:
+                    # PONG only once this connection's earlier publishes are committed: a client's
+                    # flush() is a durability barrier
+                    self.log.on_commit(self.last_pub_seq, self._pong)
+                else:
+                    self.write(PONG)
+            elif code == OP_PONG:
+                self.pings_out = 0
+            elif code == OP_SUB:
+                if not self.connected and self.server.auth_required:
+                    return self.fail(errors.AUTH_VIOLATION)
+                self._sub(op[1], op[2], op[3])
+            elif code == OP_UNSUB:
+                if not self.connected and self.server.auth_required:
+                    return self.fail(errors.AUTH_VIOLATION)
+                self._unsub(op[1], op[2])
+            elif code == OP_CONNECT:
+                if not self._connect(op[1]):
+                    return
+            elif code == OP_ERR:
+                return self.fail(op[1])
+
+    # ------------------------------------------------------------------ operations
+    def _connect(self, raw: bytes) -> bool:
+        try:
+            o = _connect_decoder.decode(raw)
+        except msgspec.DecodeError:
+            self.fail(None)  # nats-server closes on an unparsable CONNECT without an -ERR
+            return False
+        srv = self.server
+        if srv.auth_required and not srv.check_auth(o.user, o.pass_, o.auth_token):
+            self.fail(errors.AUTH_VIOLATION)
+            return False
+        if self._auth_timer:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        self.connected = True
+        self.verbose = o.verbose
+        self.pedantic = o.pedantic
+        self.no_echo = not o.echo
+        self.headers = o.headers
+        self.no_responders = o.no_responders
+        self.name, self.lang, self.version = o.name, o.lang, o.version
+        if self.verbose:
+            self.write(OK)
+        return True
+
+    def _sub(self, subject: str, queue: str | None, sid: str) -> None:
+        if not valid_subscribe_subject(subject) or (queue is not None and not _valid_queue(queue)):
+            self.write(errors.err_line(errors.INVALID_SUBJECT))
+            return
+        if sid in self.subs:  # same sid again: nats-server ignores the duplicate
+            if self.verbose:
+                self.write(OK)
+            return
+        sub = Subscription(self, subject, queue, sid)
+        self.subs[sid] = sub
+        # +OK goes before anything the subscription delivers at once (mq9 replay)
+        if self.verbose:
+            self.write(OK)
+        err = self.router.subscribe(sub)
+        if err is not None:
+            del self.subs[sid]
+            self.write(errors.err_line(err))
+
+    def _unsub(self, sid: str, max_msgs: int | None) -> None:
+        sub = self.subs.get(sid)
+        if sub is not None:
+            if max_msgs and sub.delivered < max_msgs:
+                sub.max_msgs = max_msgs
+            else:
+                self._remove(sub)
+        if self.verbose:
+            self.write(OK)
+
+    def _remove(self, sub: Subscription) -> None:
+        if self.subs.get(sub.sid) is sub:
+            del self.subs[sub.sid]
+            self.router.unsubscribe(sub)
+
+    def _no_responders(self, reply: str) -> None:
+        for sub in list(self.subs.values()):
+            if subject_matches(sub.subject, reply):
+                self.deliver(sub, reply, None, NO_RESPONDERS_HDR, b"")
+                return
+
+    def _pong(self) -> None:
+        if not self.closed:
+            self.write(PONG)
+
+    # ------------------------------------------------------------------ outbound
+    def deliver(self, sub: Subscription, subject: str, reply: str | None, hdr: bytes | None,
+                payload: bytes) -> None:
+        if self.closed:
+            return
+        if sub._pfx_subject is not subject:
+            sub._pfx_subject = subject
+            sub._pfx = (" " + subject + " " + sub.sid + " ").encode()
+        if hdr is not None and self.headers:
+            hl = len(hdr)
+            if reply:
+                frame = b"HMSG%s%s %d %d\r\n%s%s\r\n" % (sub._pfx, reply.encode(), hl, hl + len(payload),
+                                                         hdr, payload)
+            else:
+                frame = b"HMSG%s%d %d\r\n%s%s\r\n" % (sub._pfx, hl, hl + len(payload), hdr, payload)
+        elif reply:
+            frame = b"MSG%s%s %d\r\n%s\r\n" % (sub._pfx, reply.encode(), len(payload), payload)
+        else:
+            frame = b"MSG%s%d\r\n%s\r\n" % (sub._pfx, len(payload), payload)
+        self._out.append(frame)
+        self._out_size += len(frame)
+        self.msgs_out += 1
+        self.bytes_out += len(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        sub.delivered += 1
+        if sub.max_msgs and sub.delivered >= sub.max_msgs:
+            self._remove(sub)
+        if self._out_size > self.max_pending:
+            self.slow_consumer()
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed or not self._out:
+            return
+        t = self.transport
+        out, self._out = self._out, []
+        self._out_size = 0
+        t.writelines(out) if len(out) > 1 else t.write(out[0])
+        if t.get_write_buffer_size() > self.max_pending:
+            self.slow_consumer()
+
+    def slow_consumer(self) -> None:
+        if self.closed:
+            return
+        self.server.slow_consumers += 1
+        log.warning("slow consumer cid=%d %s: closing", self.cid, self.peer)
+        self._out.clear()
+        self._out_size = 0
+        t = self.transport
+        if t is not None:
+            t.write(errors.err_line(errors.SLOW_CONSUMER))
+        self.closed = True
+        if t is not None:
+            t.abort()  # drop the backlog: memory must not grow without bound
+
+    def fail(self, text: str | None) -> None:
+        """Send -ERR (if any) after what is already queued, then close."""
+        if self.closed:
+            return
+        if text is not None:
+            self.write(errors.err_line(text))
+        self._flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def send_ping(self) -> None:
+        if self.pings_out >= self.server.cfg.max_pings_out:
+            self.fail(errors.STALE)
+            return
+        self.pings_out += 1
+        self.write(PING)
+
+    def _auth_timeout(self) -> None:
+        self._auth_timer = None
+        if not self.connected:
+            self.fail(errors.AUTH_TIMEOUT)
+
+
+def _valid_queue(q: str) -> bool:
+    return bool(q) and not any(c in q for c in " \t\r\n")

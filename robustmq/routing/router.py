@@ -1,0 +1,129 @@
+"""publish -> log append -> matching subscribers of any protocol.
+
+A subscription is any object with `subject`, `queue` and `conn`, where `conn.deliver(sub, subject,
+reply, hdr, payload)` queues one message for that connection. Front-ends register subscriptions here
+and publish here; they never reach into each other. A `SubjectInterceptor` (mq9) owns a subject
+prefix: publishes and subscriptions under it go to the interceptor instead of the plain path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import msgspec
+
+from robustmq.core_log import Record, SegmentLog
+from robustmq.routing.headers import parse_headers
+from robustmq.routing.subjects import SubjectPatterns, SubjectTrie, pick
+
+
+class Deliverer(Protocol):
+    no_echo: bool
+
+    def deliver(self, sub: Any, subject: str, reply: str | None, hdr: bytes | None,
+                payload: bytes) -> None: ...
+
+
+class SubjectInterceptor(Protocol):
+    prefix: str
+
+    def on_publish(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
+                   origin: Any) -> None: ...
+
+    def on_subscribe(self, sub: Any) -> str | None:
+        """Take the subscription (return None) or refuse it (return the -ERR text)."""
+
+    def on_unsubscribe(self, sub: Any) -> None: ...
+
+    def wants_subscription(self, subject: str) -> bool: ...
+
+
+class RouterStats(msgspec.Struct):
+    msgs_in: int = 0
+    bytes_in: int = 0
+    msgs_out: int = 0
+    bytes_out: int = 0
+    logged: int = 0
+    no_subscribers: int = 0
+
+
+class Router:
+    def __init__(self, log: SegmentLog, ephemeral: list[str]) -> None:
+        self.log = log
+        self.trie = SubjectTrie()
+        self.ephemeral = SubjectPatterns(ephemeral)
+        self.interceptors: list[SubjectInterceptor] = []
+        self.stats = RouterStats()
+        self._ms = 0
+        self._ms_at = 0.0
+
+    def add_interceptor(self, icp: SubjectInterceptor) -> None:
+        self.interceptors.append(icp)
+
+    def _interceptor(self, subject: str) -> SubjectInterceptor | None:
+        for icp in self.interceptors:
+            if subject.startswith(icp.prefix):
+                return icp
+        return None
+
+    # ------------------------------------------------------------------ subscriptions
+    def subscribe(self, sub: Any) -> str | None:
+        """Register a subscription; returns an error text when it is refused."""
+        for icp in self.interceptors:
+            if icp.wants_subscription(sub.subject):
+                return icp.on_subscribe(sub)
+        self.trie.insert(sub)
+        return None
+
+    def unsubscribe(self, sub: Any) -> None:
+        if not self.trie.remove(sub):
+            for icp in self.interceptors:
+                icp.on_unsubscribe(sub)
+
+    # ------------------------------------------------------------------ publish
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def publish(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
+                origin: Any = None) -> int:
+        """Append (unless ephemeral) and deliver. Returns how many subscribers got it."""
+        st = self.stats
+        st.msgs_in += 1
+        st.bytes_in += len(payload)
+        if self.interceptors:
+            icp = self._interceptor(subject)
+            if icp is not None:
+                icp.on_publish(subject, reply, hdr, payload, origin)
+                return 1
+        if not self.ephemeral.matches(subject):
+            self.log.append(subject, Record(time.time_ns() // 1_000_000, payload, None,
+                                            parse_headers(hdr) if hdr else None))
+            st.logged += 1
+        return self.deliver(subject, reply, hdr, payload, origin)
+
+    def deliver(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
+                origin: Any = None) -> int:
+        """Deliver to live subscribers only (no append)."""
+        r = self.trie.match(subject)
+        n = 0
+        for sub in r.psubs:
+            c = sub.conn
+            if c is origin and c.no_echo:
+                continue
+            c.deliver(sub, subject, reply, hdr, payload)
+            n += 1
+        for members in r.qsubs:
+            if origin is not None and origin.no_echo:
+                members = [m for m in members if m.conn is not origin]
+                if not members:
+                    continue
+            sub = pick(members)
+            sub.conn.deliver(sub, subject, reply, hdr, payload)
+            n += 1
+        if n:
+            self.stats.msgs_out += n
+            self.stats.bytes_out += n * len(payload)
+        else:
+            self.stats.no_subscribers += 1
+        return n

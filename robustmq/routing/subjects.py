@@ -1,0 +1,208 @@
+"""Subject validation, the subscription trie with a match cache, and MQTT topic <-> subject mapping."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from typing import Any
+
+_BAD_CHARS = frozenset(" \t\r\n")
+
+
+def valid_publish_subject(subject: str) -> bool:
+    """A literal subject: non-empty tokens, no wildcards, no whitespace."""
+    if not subject or subject[0] == "." or subject[-1] == ".":
+        return False
+    for tok in subject.split("."):
+        if not tok or tok == "*" or tok == ">":
+            return False
+        if _BAD_CHARS.intersection(tok):
+            return False
+    return True
+
+
+def valid_subscribe_subject(subject: str) -> bool:
+    """A filter: `*` matches one token, `>` (last token only) one or more."""
+    if not subject or subject[0] == "." or subject[-1] == ".":
+        return False
+    toks = subject.split(".")
+    last = len(toks) - 1
+    for i, tok in enumerate(toks):
+        if not tok or _BAD_CHARS.intersection(tok):
+            return False
+        if tok == ">" and i != last:
+            return False
+    return True
+
+
+def is_literal(subject: str) -> bool:
+    return "*" not in subject.split(".") and ">" not in subject.split(".")
+
+
+def subject_matches(filter_: str, subject: str) -> bool:
+    """True when the (possibly wildcard) filter matches the literal subject."""
+    f = filter_.split(".")
+    s = subject.split(".")
+    for i, tok in enumerate(f):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s):
+            return False
+        if tok != "*" and tok != s[i]:
+            return False
+    return len(f) == len(s)
+
+
+class SubjectPatterns:
+    """A fixed set of filters (e.g. ephemeral subjects) with a cached `matches(subject)`."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = list(patterns)
+        self._cache: dict[str, bool] = {}
+
+    def matches(self, subject: str) -> bool:
+        r = self._cache.get(subject)
+        if r is None:
+            r = any(subject_matches(p, subject) for p in self.patterns)
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            self._cache[subject] = r
+        return r
+
+
+class _Node:
+    __slots__ = ("children", "pwc", "fwc", "psubs", "qsubs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.pwc: _Node | None = None  # '*'
+        self.fwc: _Node | None = None  # '>'
+        self.psubs: list[Any] = []
+        self.qsubs: dict[str, list[Any]] = {}
+
+    def empty(self) -> bool:
+        return not (self.children or self.pwc or self.fwc or self.psubs or self.qsubs)
+
+
+class MatchResult:
+    __slots__ = ("psubs", "qsubs")
+
+    def __init__(self, psubs: list[Any], qsubs: list[list[Any]]) -> None:
+        self.psubs = psubs
+        self.qsubs = qsubs
+
+
+EMPTY = MatchResult([], [])
+
+
+class SubjectTrie:
+    """Subscriptions by subject filter. `match` is one dict lookup for a cached literal subject.
+
+    Any object with `.subject` and `.queue` (str | None) can be stored.
+    """
+
+    CACHE_MAX = 4096
+
+    def __init__(self) -> None:
+        self.root = _Node()
+        self.cache: dict[str, MatchResult] = {}
+        self.count = 0
+
+    def insert(self, sub: Any) -> None:
+        node = self.root
+        for tok in sub.subject.split("."):
+            if tok == "*":
+                if node.pwc is None:
+                    node.pwc = _Node()
+                node = node.pwc
+            elif tok == ">":
+                if node.fwc is None:
+                    node.fwc = _Node()
+                node = node.fwc
+            else:
+                nxt = node.children.get(tok)
+                if nxt is None:
+                    nxt = node.children[tok] = _Node()
+                node = nxt
+        if sub.queue:
+            node.qsubs.setdefault(sub.queue, []).append(sub)
+        else:
+            node.psubs.append(sub)
+        self.count += 1
+        self.cache.clear()
+
+    def remove(self, sub: Any) -> bool:
+        path: list[tuple[_Node, str]] = []
+        node = self.root
+        for tok in sub.subject.split("."):
+            if tok == "*":
+                nxt = node.pwc
+            elif tok == ">":
+                nxt = node.fwc
+            else:
+                nxt = node.children.get(tok)
+            if nxt is None:
+                return False
+            path.append((node, tok))
+            node = nxt
+        try:
+            if sub.queue:
+                members = node.qsubs[sub.queue]
+                members.remove(sub)
+                if not members:
+                    del node.qsubs[sub.queue]
+            else:
+                node.psubs.remove(sub)
+        except (KeyError, ValueError):
+            return False
+        self.count -= 1
+        self.cache.clear()
+        # prune empty nodes so churned subjects do not leak memory
+        while path and node.empty():
+            parent, tok = path.pop()
+            if tok == "*":
+                parent.pwc = None
+            elif tok == ">":
+                parent.fwc = None
+            else:
+                del parent.children[tok]
+            node = parent
+        return True
+
+    def match(self, subject: str) -> MatchResult:
+        r = self.cache.get(subject)
+        if r is not None:
+            return r
+        psubs: list[Any] = []
+        qmap: dict[tuple[int, str], list[Any]] = {}
+        self._collect(self.root, subject.split("."), 0, psubs, qmap)
+        r = MatchResult(psubs, list(qmap.values())) if (psubs or qmap) else EMPTY
+        if len(self.cache) >= self.CACHE_MAX:
+            self.cache.clear()
+        self.cache[subject] = r
+        return r
+
+    def _collect(self, node: _Node, toks: list[str], i: int, psubs: list[Any],
+                 qmap: dict[tuple[int, str], list[Any]]) -> None:
+        if i == len(toks):
+            self._add(node, psubs, qmap)
+            return
+        if node.fwc is not None:
+            self._add(node.fwc, psubs, qmap)
+        nxt = node.children.get(toks[i])
+        if nxt is not None:
+            self._collect(nxt, toks, i + 1, psubs, qmap)
+        if node.pwc is not None:
+            self._collect(node.pwc, toks, i + 1, psubs, qmap)
+
+    @staticmethod
+    def _add(node: _Node, psubs: list[Any], qmap: dict[tuple[int, str], list[Any]]) -> None:
+        if node.psubs:
+            psubs.extend(node.psubs)
+        for q, members in node.qsubs.items():
+            # queue groups are per name across the whole match, like nats-server
+            qmap.setdefault((0, q), []).extend(members)
+
+
+def pick(members: list[Any]) -> Any:
+    return members[random.randrange(len(members))] if len(members) > 1 else members[0]

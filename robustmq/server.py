@@ -1,0 +1,100 @@
+"""Starts the log and the listeners, runs housekeeping, shuts down cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from robustmq.config import Config
+from robustmq.core_log import SegmentLog, Store
+from robustmq.frontends.nats.server import NatsServer
+from robustmq.routing.router import Router
+
+log = logging.getLogger("robustmq")
+
+
+class Broker:
+    """Everything one `robustmq serve` process runs."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.started = time.time()
+        self.store = Store(cfg.data_dir, cfg.durability)
+        self.log = SegmentLog(
+            self.store,
+            segment_max_records=cfg.segment_max_records,
+            segment_max_age_s=cfg.segment_max_age_s,
+            retention_max_age_s=cfg.retention_max_age_s,
+            retention_max_bytes=cfg.retention_max_bytes,
+        )
+        self.router = Router(self.log, cfg.ephemeral_subjects)
+        self.nats = NatsServer(cfg, self.router)
+        self.mq9 = None
+        self.http = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        from robustmq.frontends.mq9 import attach as attach_mq9
+
+        self.mq9 = attach_mq9(self)
+        if cfg.nats_port:
+            await self.nats.start(cfg.host, cfg.nats_port)
+            log.info("NATS (with mq9) listening on %s:%d", cfg.host, self.nats.port)
+        for name, port in (("MQTT", cfg.mqtt_port), ("Kafka", cfg.kafka_port)):
+            if port:
+                log.info("%s listener on port %d: not built yet in this version, skipped", name, port)
+        if cfg.http_port:
+            from robustmq.http.monitor import MonitorServer
+
+            self.http = MonitorServer(self)
+            await self.http.start(cfg.host, cfg.http_port)
+            log.info("HTTP monitoring listening on %s:%d", cfg.host, self.http.port)
+        self._tasks.append(asyncio.create_task(self._retention_loop()))
+        log.info("data directory %s (durability=%s)", cfg.data_dir, cfg.durability)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.retention_check_interval_s)
+            try:
+                self.log.apply_retention()
+            except Exception:  # noqa: BLE001 - housekeeping must not kill the server
+                log.exception("retention pass failed")
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        if self.mq9 is not None:
+            self.mq9.close()
+        await self.nats.close()
+        if self.http is not None:
+            await self.http.close()
+        await asyncio.sleep(0)
+        self.log.close()
+
+
+async def serve(cfg: Config) -> None:
+    broker = Broker(cfg)
+    await broker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # pragma: no cover - non-Unix
+            pass
+    await stop.wait()
+    log.info("shutting down")
+    await broker.stop()
+
+
+def run(cfg: Config) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    asyncio.run(serve(cfg))
