@@ -6,6 +6,11 @@ as one RocksDB WriteBatch, then resolves the durability futures and wakes waitin
 burst of publishes read in one `data_received` becomes one write, and a writer that needs durability
 awaits `log.committed()` instead of paying a write of its own.
 
+Records are stored in chunks, like Kafka's record batches: the records one commit appends to one
+stream become one RocksDB value (a msgpack array) under the key of the chunk's first offset. That
+turns per-message work into a list append; encoding and the WriteBatch put happen once per chunk.
+Segments are runs of whole chunks, so retention drops a segment with one range delete.
+
 Readers see committed records only: `read()` goes to RocksDB, and `wait()` wakes on commit.
 """
 
@@ -25,7 +30,7 @@ from robustmq.core_log.records import (
     Record,
     SegmentMeta,
     StreamMeta,
-    decode_record,
+    decode_chunk,
     decode_segment,
     decode_stream,
     encode,
@@ -34,12 +39,15 @@ from robustmq.core_log.records import (
 
 log = logging.getLogger("robustmq.log")
 
+CHUNK_MAX_RECORDS = 4096
+CHUNK_MAX_BYTES = 4 << 20
+
 
 class Stream:
     """In-memory state of one stream; the segment index mirrors the G keys on disk."""
 
-    __slots__ = ("name", "sid", "next_offset", "committed", "segments", "nbytes", "waiters", "dirty",
-                 "created_ms")
+    __slots__ = ("name", "sid", "next_offset", "committed", "segments", "nbytes", "waiters", "pending",
+                 "pending_bytes", "created_ms", "deleted", "kprefix")
 
     def __init__(self, name: str, sid: int, created_ms: int) -> None:
         self.name = name
@@ -50,7 +58,10 @@ class Stream:
         self.segments: list[SegmentMeta] = []
         self.nbytes = 0
         self.waiters: list[asyncio.Future[None]] = []
-        self.dirty = False
+        self.pending: list[Record] = []  # appended since the last commit
+        self.pending_bytes = 0
+        self.deleted: set[int] = set()  # offsets removed one by one (mq9 DELETE)
+        self.kprefix = st.P_RECORD + sid.to_bytes(4, "big")
 
     @property
     def first_offset(self) -> int:
@@ -96,6 +107,7 @@ class SegmentLog:
         self._commit_callbacks: list[Callable[[], Any]] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.stream_gen = 0  # bumped when a stream is deleted (caches of Stream objects drop)
         self.batch_seq = 1  # sequence number of the batch now being filled
         self.committed_seq = 0
         self.stats = LogStats()
@@ -110,14 +122,17 @@ class SegmentLog:
             self._by_sid[s.sid] = s
             self._next_sid = max(self._next_sid, s.sid + 1)
         for k, v in self.store.scan_prefix(st.P_SEGMENT):
-            sid = int.from_bytes(k[1:5], "big")
-            s = self._by_sid.get(sid)
+            s = self._by_sid.get(int.from_bytes(k[1:5], "big"))
             if s is None:
                 continue
             seg = decode_segment(v)
             s.segments.append(seg)
             s.nbytes += seg.nbytes
             s.next_offset = max(s.next_offset, seg.last + 1)
+        for k, _ in self.store.scan_prefix(st.P_DELETED):
+            s = self._by_sid.get(int.from_bytes(k[1:5], "big"))
+            if s is not None:
+                s.deleted.add(int.from_bytes(k[5:13], "big"))
         for s in self.streams.values():
             s.segments.sort(key=lambda g: g.first)
             s.committed = s.next_offset
@@ -139,17 +154,21 @@ class SegmentLog:
         return s
 
     def delete_stream(self, name: str) -> None:
+        """Drop a stream and all its records (one range delete per key family)."""
         s = self.streams.pop(name, None)
         if s is None:
             return
         self._by_sid.pop(s.sid, None)
+        self.stream_gen += 1
         b = self._batch
         sid4 = s.sid.to_bytes(4, "big")
-        b.delete_range(st.P_RECORD + sid4, st.prefix_end(st.P_RECORD + sid4))
-        b.delete_range(st.P_SEGMENT + sid4, st.prefix_end(st.P_SEGMENT + sid4))
+        for prefix in (st.P_RECORD, st.P_SEGMENT, st.P_DELETED):
+            b.delete_range(prefix + sid4, st.prefix_end(prefix + sid4))
         b.delete(st.stream_key(name))
         self._batch_len += 1
         s.segments.clear()
+        s.pending.clear()
+        s.next_offset = s.committed = 0
         self._wake(s)
         self._schedule()
 
@@ -159,43 +178,36 @@ class SegmentLog:
         s = self.stream(stream) if isinstance(stream, str) else stream
         off = s.next_offset
         s.next_offset = off + 1
-        data = encode(record)
-        n = len(data)
-        self._batch.put(b"R" + s.sid.to_bytes(4, "big") + off.to_bytes(8, "big"), data)
-        self._batch_len += 1
-        segs = s.segments
-        ts = record.ts
-        if segs:
-            seg = segs[-1]
-            if seg.last - seg.first + 1 >= self.segment_max_records or (
-                ts - seg.created_ms > self.segment_max_age_ms
-            ):
-                seg = SegmentMeta(off, off - 1, ts, ts, 0, ts)
-                segs.append(seg)
-        else:
-            seg = SegmentMeta(off, off - 1, ts, ts, 0, ts)
-            segs.append(seg)
-        seg.last = off
-        if ts > seg.max_ts:
-            seg.max_ts = ts
-        if ts < seg.min_ts:
-            seg.min_ts = ts
-        seg.nbytes += n
-        s.nbytes += n
-        if not s.dirty:
-            s.dirty = True
+        p = s.pending
+        if not p:
             self._dirty.append(s)
-        st_ = self.stats
-        st_.appends += 1
-        st_.bytes_appended += n
-        if not self._scheduled:
-            self._schedule()
+            if not self._scheduled:
+                self._schedule()
+        p.append(record)
+        s.pending_bytes += len(record.payload)
         return off
 
-    def delete_record(self, stream: Stream, offset: int) -> None:
-        self._batch.delete(st.record_key(stream.sid, offset))
-        self._batch_len += 1
-        self._schedule()
+    def append_many(self, stream: Stream, records: list[Record]) -> int:
+        """Queue several records; returns the offset of the first."""
+        s = stream
+        off = s.next_offset
+        s.next_offset = off + len(records)
+        p = s.pending
+        if not p:
+            self._dirty.append(s)
+            if not self._scheduled:
+                self._schedule()
+        p.extend(records)
+        s.pending_bytes += sum([len(r.payload) for r in records])
+        return off
+
+    def delete_record(self, stream: Stream, offset: int) -> bool:
+        """Remove one record (a tombstone; the bytes go with its segment)."""
+        if not (stream.first_offset <= offset < stream.next_offset) or offset in stream.deleted:
+            return False
+        stream.deleted.add(offset)
+        self._put(st.deleted_key(stream.sid, offset), b"")
+        return True
 
     # front-end metadata (mailboxes, group progress, ...) goes through the same batches, so it is
     # ordered with the records it describes.
@@ -229,15 +241,19 @@ class SegmentLog:
         if loop is None:
             try:
                 loop = self._loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (tools, unit tests): commit synchronously on flush()
+            except RuntimeError:  # no loop (tools, unit tests): call flush() yourself
                 self._scheduled = False
                 return
         loop.call_soon(self.flush)
 
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._batch_len or self._dirty)
+
     def committed(self) -> asyncio.Future[None]:
         """A future resolved when everything appended so far is written."""
         loop = self._loop or asyncio.get_running_loop()
-        if self._batch_len == 0:
+        if not self.has_pending:
             f = loop.create_future()
             f.set_result(None)
             return f
@@ -255,18 +271,25 @@ class SegmentLog:
     def flush(self) -> None:
         """Write the pending batch now (normally called once per loop turn)."""
         self._scheduled = False
-        if self._batch_len == 0:
+        if not self.has_pending:
             return
         batch = self._batch
-        b = batch
-        for s in self._dirty:
-            s.dirty = False
-            # write the index entry of every segment this batch touched (usually just the last)
-            for seg in reversed(s.segments):
-                if seg.last < s.committed:
-                    break
-                b.put(st.segment_key(s.sid, seg.first), encode(seg))
         dirty, self._dirty = self._dirty, []
+        now = now_ms()
+        appended = 0
+        nbytes = 0
+        for s in dirty:
+            recs = s.pending
+            if not recs:
+                continue
+            s.pending = []
+            pbytes = s.pending_bytes
+            s.pending_bytes = 0
+            appended += len(recs)
+            nbytes += pbytes
+            first = s.committed
+            for i in range(0, len(recs), CHUNK_MAX_RECORDS):
+                self._write_chunk(batch, s, first + i, recs[i:i + CHUNK_MAX_RECORDS], now)
         fut, self._commit_future = self._commit_future, None
         cbs, self._commit_callbacks = self._commit_callbacks, []
         self._batch = self.store.new_batch()
@@ -281,12 +304,16 @@ class SegmentLog:
             return
         dt = time.perf_counter() - t0
         stats = self.stats
+        stats.appends += appended
+        stats.bytes_appended += nbytes
         stats.batches += 1
         stats.commit_seconds_total += dt
         if dt > stats.commit_seconds_max:
             stats.commit_seconds_max = dt
         self.committed_seq = self.batch_seq
         self.batch_seq += 1
+        for s in dirty:
+            s.committed = s.next_offset if s.name in self.streams else 0
         if fut is not None and not fut.done():
             fut.set_result(None)
         for cb in cbs:
@@ -295,9 +322,27 @@ class SegmentLog:
             except Exception:  # noqa: BLE001 - a callback must not break the commit path
                 log.exception("commit callback failed")
         for s in dirty:
-            s.committed = s.next_offset
             if s.waiters:
                 self._wake(s)
+
+    def _write_chunk(self, batch: Any, s: Stream, first: int, recs: list[Record], now: int) -> None:
+        data = encode(recs)
+        batch.put(s.kprefix + first.to_bytes(8, "big"), data)
+        last = first + len(recs) - 1
+        t_first, t_last = recs[0].ts, recs[-1].ts
+        lo, hi = min(t_first, t_last), max(t_first, t_last)
+        segs = s.segments
+        seg = segs[-1] if segs else None
+        if seg is None or seg.count >= self.segment_max_records or now - seg.created_ms > \
+                self.segment_max_age_ms:
+            seg = SegmentMeta(first, first - 1, lo, hi, 0, now)
+            segs.append(seg)
+        seg.last = last
+        seg.min_ts = min(seg.min_ts, lo)
+        seg.max_ts = max(seg.max_ts, hi)
+        seg.nbytes += len(data)
+        s.nbytes += len(data)
+        batch.put(st.segment_key(s.sid, seg.first), encode(seg))
 
     def _wake(self, s: Stream) -> None:
         ws, s.waiters = s.waiters, []
@@ -313,20 +358,36 @@ class SegmentLog:
         stop = stream.committed if end is None else min(end, stream.committed)
         if start >= stop:
             return
-        sid4 = stream.sid.to_bytes(4, "big")
+        deleted = stream.deleted
         n = 0
-        for k, v in self.store.scan(st.P_RECORD + sid4 + start.to_bytes(8, "big"),
-                                    st.P_RECORD + sid4 + stop.to_bytes(8, "big")):
-            yield int.from_bytes(k[5:13], "big"), decode_record(v)
-            n += 1
-            if limit is not None and n >= limit:
-                return
+        for first, recs in self._chunks(stream, start, stop):
+            i0 = max(0, start - first)
+            i1 = min(len(recs), stop - first)
+            for i in range(i0, i1):
+                off = first + i
+                if deleted and off in deleted:
+                    continue
+                yield off, recs[i]
+                n += 1
+                if limit is not None and n >= limit:
+                    return
 
-    def read_raw(self, stream: Stream, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-        sid4 = stream.sid.to_bytes(4, "big")
-        for k, v in self.store.scan(st.P_RECORD + sid4 + start.to_bytes(8, "big"),
-                                    st.P_RECORD + sid4 + end.to_bytes(8, "big")):
-            yield int.from_bytes(k[5:13], "big"), v
+    def _chunks(self, stream: Stream, start: int, stop: int) -> Iterator[tuple[int, list[Record]]]:
+        """Decoded chunks overlapping [start, stop)."""
+        kp = stream.kprefix
+        it = self.store.db.iter()
+        it.seek_for_prev(kp + start.to_bytes(8, "big"))
+        if not it.valid() or not it.key().startswith(kp):
+            it.seek(kp + start.to_bytes(8, "big"))
+        while it.valid():
+            k = it.key()
+            if not k.startswith(kp):
+                return
+            first = int.from_bytes(k[5:13], "big")
+            if first >= stop:
+                return
+            yield first, decode_chunk(it.value())
+            it.next()
 
     def offset_for_time(self, stream: Stream, ts_ms: int) -> int:
         """First offset whose timestamp is >= ts_ms (next_offset if none)."""
@@ -337,7 +398,7 @@ class SegmentLog:
                 if rec.ts >= ts_ms:
                     return off
             i += 1
-        return stream.next_offset
+        return stream.committed
 
     async def wait(self, stream: Stream, offset: int, timeout: float | None = None) -> bool:
         """Wait until a committed record exists at `offset` (or beyond). False on timeout."""
@@ -354,27 +415,33 @@ class SegmentLog:
 
     # ------------------------------------------------------------------ retention
     def apply_retention(self, now: int | None = None) -> int:
-        """Drop whole old segments by age and by bytes; returns how many were dropped."""
+        """Drop whole old segments by age and by bytes; returns how many were dropped.
+
+        The newest segment of a stream is kept unless it is entirely past the age limit.
+        """
         now = now or now_ms()
         dropped = 0
         for s in list(self.streams.values()):
             segs = s.segments
-            while len(segs) > 1 or (segs and not s.dirty and self._expired(segs[0], now)):
+            while segs:
                 g = segs[0]
                 too_old = self._expired(g, now)
-                too_big = self.retention_max_bytes and s.nbytes > self.retention_max_bytes
-                if not (too_old or too_big):
+                too_big = bool(self.retention_max_bytes) and s.nbytes > self.retention_max_bytes \
+                    and len(segs) > 1
+                if not (too_old or too_big) or (len(segs) == 1 and s.pending):
                     break
                 sid4 = s.sid.to_bytes(4, "big")
-                self._batch.delete_range(st.P_RECORD + sid4 + g.first.to_bytes(8, "big"),
-                                         st.P_RECORD + sid4 + (g.last + 1).to_bytes(8, "big"))
-                self._batch.delete(st.segment_key(s.sid, g.first))
+                b = self._batch
+                b.delete_range(st.P_RECORD + sid4 + g.first.to_bytes(8, "big"),
+                               st.P_RECORD + sid4 + (g.last + 1).to_bytes(8, "big"))
+                b.delete(st.segment_key(s.sid, g.first))
+                if s.deleted:
+                    b.delete_range(st.deleted_key(s.sid, g.first), st.deleted_key(s.sid, g.last + 1))
+                    s.deleted = {o for o in s.deleted if o > g.last}
                 self._batch_len += 1
                 s.nbytes -= g.nbytes
                 segs.pop(0)
                 dropped += 1
-                if not segs:
-                    break
         if dropped:
             self.stats.segments_dropped += dropped
             self._schedule()
@@ -386,4 +453,3 @@ class SegmentLog:
     def close(self) -> None:
         self.flush()
         self.store.close()
-

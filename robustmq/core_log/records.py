@@ -40,11 +40,13 @@ class StreamMeta(msgspec.Struct, array_like=True, gc=False):
 
 _rec_enc = msgspec.msgpack.Encoder()
 _rec_dec = msgspec.msgpack.Decoder(Record)
+_chunk_dec = msgspec.msgpack.Decoder(list[Record])
 _seg_dec = msgspec.msgpack.Decoder(SegmentMeta)
 _stream_dec = msgspec.msgpack.Decoder(StreamMeta)
 
 encode = _rec_enc.encode
 decode_record = _rec_dec.decode
+decode_chunk = _chunk_dec.decode
 decode_segment = _seg_dec.decode
 decode_stream = _stream_dec.decode
 

@@ -2,8 +2,9 @@
 
 Key layout (one keyspace, one-letter prefixes keep related keys adjacent for range scans/deletes):
     S<stream name>                 -> StreamMeta
-    R<sid:4><offset:8>             -> Record
+    R<sid:4><first offset:8>       -> chunk: msgpack array of Records (offsets first, first+1, ...)
     G<sid:4><first offset:8>       -> SegmentMeta
+    D<sid:4><offset:8>             -> tombstone of one deleted record
     M<namespace>\\0<key>           -> front-end metadata (mailboxes, group offsets, sessions, ...)
 """
 
@@ -18,10 +19,15 @@ P_STREAM = b"S"
 P_RECORD = b"R"
 P_SEGMENT = b"G"
 P_META = b"M"
+P_DELETED = b"D"
 
 
 def record_key(sid: int, offset: int) -> bytes:
     return b"R" + sid.to_bytes(4, "big") + offset.to_bytes(8, "big")
+
+
+def deleted_key(sid: int, offset: int) -> bytes:
+    return b"D" + sid.to_bytes(4, "big") + offset.to_bytes(8, "big")
 
 
 def segment_key(sid: int, first: int) -> bytes:

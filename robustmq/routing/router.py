@@ -24,6 +24,8 @@ class Deliverer(Protocol):
     def deliver(self, sub: Any, subject: str, reply: str | None, hdr: bytes | None,
                 payload: bytes) -> None: ...
 
+    def deliver_many(self, sub: Any, subject: str, payloads: list[bytes]) -> None: ...
+
 
 class SubjectInterceptor(Protocol):
     prefix: str
@@ -41,10 +43,7 @@ class SubjectInterceptor(Protocol):
 
 class RouterStats(msgspec.Struct):
     msgs_in: int = 0
-    bytes_in: int = 0
     msgs_out: int = 0
-    bytes_out: int = 0
-    logged: int = 0
     no_subscribers: int = 0
 
 
@@ -55,8 +54,9 @@ class Router:
         self.ephemeral = SubjectPatterns(ephemeral)
         self.interceptors: list[SubjectInterceptor] = []
         self.stats = RouterStats()
-        self._ms = 0
-        self._ms_at = 0.0
+        # subject -> its stream, or None for ephemeral subjects; dropped when a stream is deleted
+        self._streams: dict[str, Any] = {}
+        self._streams_gen = log.stream_gen
 
     def add_interceptor(self, icp: SubjectInterceptor) -> None:
         self.interceptors.append(icp)
@@ -90,17 +90,64 @@ class Router:
         """Append (unless ephemeral) and deliver. Returns how many subscribers got it."""
         st = self.stats
         st.msgs_in += 1
-        st.bytes_in += len(payload)
         if self.interceptors:
             icp = self._interceptor(subject)
             if icp is not None:
                 icp.on_publish(subject, reply, hdr, payload, origin)
                 return 1
-        if not self.ephemeral.matches(subject):
-            self.log.append(subject, Record(time.time_ns() // 1_000_000, payload, None,
-                                            parse_headers(hdr) if hdr else None))
-            st.logged += 1
+        stream = self._stream_for(subject)
+        if stream is not None:
+            self.log.append(stream, Record(time.time_ns() // 1_000_000, payload, None,
+                                           parse_headers(hdr) if hdr else None))
         return self.deliver(subject, reply, hdr, payload, origin)
+
+    def publish_many(self, subject: str, payloads: list[bytes], origin: Any = None) -> None:
+        """Several reply-less, header-less publishes to one subject (a pipelined burst)."""
+        if self.interceptors and self._interceptor(subject) is not None:
+            for p in payloads:
+                self.publish(subject, None, None, p, origin)
+            return
+        st = self.stats
+        n = len(payloads)
+        st.msgs_in += n
+        stream = self._stream_for(subject)
+        if stream is not None:
+            ts = time.time_ns() // 1_000_000
+            self.log.append_many(stream, [Record(ts, p) for p in payloads])
+        r = self.trie.match(subject)
+        delivered = 0
+        for sub in r.psubs:
+            c = sub.conn
+            if c is origin and c.no_echo:
+                continue
+            c.deliver_many(sub, subject, payloads)
+            delivered += n
+        for members in r.qsubs:
+            if origin is not None and origin.no_echo:
+                members = [m for m in members if m.conn is not origin]
+                if not members:
+                    continue
+            for p in payloads:
+                sub = pick(members)
+                sub.conn.deliver(sub, subject, None, None, p)
+            delivered += n
+        st.msgs_out += delivered
+        if not delivered:
+            st.no_subscribers += n
+
+    def _stream_for(self, subject: str) -> Any:
+        """The stream a subject is logged to, or None when it is ephemeral."""
+        log = self.log
+        if self._streams_gen != log.stream_gen:
+            self._streams.clear()
+            self._streams_gen = log.stream_gen
+        stream = self._streams.get(subject, False)
+        if stream is False:
+            stream = None if self.ephemeral.matches(subject) else log.stream(subject)
+            if len(self._streams) > 100_000:
+                self._streams.clear()
+            self._streams[subject] = stream
+        return stream
 
     def deliver(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
                 origin: Any = None) -> int:
@@ -123,7 +170,6 @@ class Router:
             n += 1
         if n:
             self.stats.msgs_out += n
-            self.stats.bytes_out += n * len(payload)
         else:
             self.stats.no_subscribers += 1
         return n

@@ -4,7 +4,8 @@ Scans one buffer with `find(b"\\n")` per control line (no regexes, no line split
 buffer); a control line or payload that straddles reads is carried over. Each operation is a tuple
 whose first item is an OP_* code:
 
-    (OP_PUB, subject, reply|None, payload, hdr|None)   # PUB and HPUB
+    (OP_PUB, subject, reply|None, payload, hdr|None)   # HPUB, and PUB whose payload was split
+    (OP_PUBS, subject, None, [payload, ...])            # consecutive PUBs to one subject, no reply
     (OP_SUB, subject, queue|None, sid)
     (OP_UNSUB, sid, max_msgs|None)
     (OP_CONNECT, raw_json_bytes)
@@ -26,6 +27,7 @@ OP_PING = 5
 OP_PONG = 6
 OP_ERR = 7
 OP_OK = 8
+OP_PUBS = 9
 
 _PING = (OP_PING,)
 _PONG = (OP_PONG,)
@@ -51,6 +53,8 @@ class NatsParser:
         pos = 0
         n = len(buf)
         mcl = self.max_control_line
+        last_subj = b""  # subject bytes of the OP_PUBS batch at the end of `out`
+        last_list: list[bytes] = []
         while pos < n:
             pend = self._pending
             if pend is not None:
@@ -75,15 +79,49 @@ class NatsParser:
             le = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
             line = buf[pos:le]
             pos = nl + 1
+            # fast path for the hot operation: PUB with its payload already in the buffer
+            if line[:4] == b"PUB ":
+                if len(line) > mcl:
+                    return self._fatal(out, errors.MAX_CONTROL_LINE)
+                a = line[4:].split()
+                la = len(a)
+                if la == 2:
+                    subj, reply, sz = a[0], None, a[1]
+                elif la == 3:
+                    subj, reply, sz = a
+                else:
+                    return self._fatal(out, errors.UNKNOWN_OP)
+                if not sz.isdigit():
+                    return self._fatal(out, errors.UNKNOWN_OP)
+                size = int(sz)
+                if size > self.max_payload:
+                    return self._fatal(out, errors.MAX_PAYLOAD)
+                end = pos + size
+                if end + 2 <= n:
+                    if buf[end:end + 2] != b"\r\n":
+                        return self._fatal(out, errors.UNKNOWN_OP)
+                    if reply is None:
+                        if subj == last_subj and out and out[-1][3] is last_list:
+                            last_list.append(buf[pos:end])
+                        else:
+                            last_subj = subj
+                            last_list = [buf[pos:end]]
+                            out.append((OP_PUBS, subj.decode(errors="replace"), None, last_list))
+                    else:
+                        out.append((OP_PUB, subj.decode(errors="replace"), reply.decode(errors="replace"),
+                                    buf[pos:end], None))
+                    pos = end + 2
+                else:
+                    self._pending = (subj.decode(errors="replace"),
+                                     reply.decode(errors="replace") if reply else None, -1, size)
+                continue
             c0 = line[:1]
-            # fast paths for the hot operations
             if c0 in (b"P", b"p"):
                 op4 = line[:4].upper()
                 if op4 == b"PUB " or op4 == b"PUB\t":
                     if len(line) > mcl:
                         return self._fatal(out, errors.MAX_CONTROL_LINE)
-                    args = line[4:].split()
-                    r = self._pub_args(args, False)
+                    r = self._pub_args(line[4:].split(), False)
                     if isinstance(r, str):
                         return self._fatal(out, r)
                     self._pending = r

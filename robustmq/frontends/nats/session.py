@@ -15,6 +15,7 @@ from robustmq.frontends.nats.codec import (
     OP_PING,
     OP_PONG,
     OP_PUB,
+    OP_PUBS,
     OP_SUB,
     OP_UNSUB,
     NatsParser,
@@ -122,22 +123,35 @@ class NatsSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        self.bytes_in += len(data)
         ops = self.parser.feed(data)
         router = self.router
+        gate = self.server.auth_required and not self.connected
         for op in ops:
             code = op[0]
-            if code == OP_PUB:
-                if not self.connected and self.server.auth_required:
+            if code == OP_PUBS:
+                if gate:
+                    return self.fail(errors.AUTH_VIOLATION)
+                payloads = op[3]
+                self.msgs_in += len(payloads)
+                if self.pedantic and not valid_publish_subject(op[1]):
+                    self.write(errors.err_line(errors.INVALID_PUB_SUBJECT) * len(payloads))
+                    continue
+                self.last_pub_seq = self.log.batch_seq
+                router.publish_many(op[1], payloads, self)
+                if self.verbose:
+                    self.write(OK * len(payloads))
+            elif code == OP_PUB:
+                if gate:
                     return self.fail(errors.AUTH_VIOLATION)
                 _, subject, reply, payload, hdr = op
                 self.msgs_in += 1
-                self.bytes_in += len(payload)
                 if self.pedantic and not valid_publish_subject(subject):
                     self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
                     continue
                 self.last_pub_seq = self.log.batch_seq
-                n = router.publish(subject, reply, hdr, payload, self)
-                if n == 0 and reply and self.no_responders and self.headers:
+                if not router.publish(subject, reply, hdr, payload, self) and reply and \
+                        self.no_responders and self.headers:
                     self._no_responders(reply)
                 if self.verbose:
                     self.write(OK)
@@ -151,16 +165,17 @@ class NatsSession(asyncio.Protocol):
             elif code == OP_PONG:
                 self.pings_out = 0
             elif code == OP_SUB:
-                if not self.connected and self.server.auth_required:
+                if gate:
                     return self.fail(errors.AUTH_VIOLATION)
                 self._sub(op[1], op[2], op[3])
             elif code == OP_UNSUB:
-                if not self.connected and self.server.auth_required:
+                if gate:
                     return self.fail(errors.AUTH_VIOLATION)
                 self._unsub(op[1], op[2])
             elif code == OP_CONNECT:
                 if not self._connect(op[1]):
                     return
+                gate = False
             elif code == OP_ERR:
                 return self.fail(op[1])
 
@@ -254,11 +269,42 @@ class NatsSession(asyncio.Protocol):
         self._out.append(frame)
         self._out_size += len(frame)
         self.msgs_out += 1
-        self.bytes_out += len(payload)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
         sub.delivered += 1
+        if sub.max_msgs and sub.delivered >= sub.max_msgs:
+            self._remove(sub)
+        if self._out_size > self.max_pending:
+            self.slow_consumer()
+
+    def deliver_many(self, sub: Subscription, subject: str, payloads: list[bytes]) -> None:
+        """Several reply-less, header-less messages for one subscription: one buffer append."""
+        if self.closed:
+            return
+        if sub.max_msgs:
+            room = sub.max_msgs - sub.delivered
+            if room < len(payloads):
+                payloads = payloads[:max(room, 0)]
+        if not payloads:
+            return
+        if sub._pfx_subject is not subject:
+            sub._pfx_subject = subject
+            sub._pfx = (" " + subject + " " + sub.sid + " ").encode()
+        pfx = b"MSG" + sub._pfx
+        size = len(payloads[0])
+        if all(len(p) == size for p in payloads):
+            h = pfx + b"%d\r\n" % size
+            frame = h + (b"\r\n" + h).join(payloads) + b"\r\n"
+        else:
+            frame = b"".join([b"%s%d\r\n%s\r\n" % (pfx, len(p), p) for p in payloads])
+        self._out.append(frame)
+        self._out_size += len(frame)
+        self.msgs_out += len(payloads)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        sub.delivered += len(payloads)
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
             self._remove(sub)
         if self._out_size > self.max_pending:
@@ -279,6 +325,7 @@ class NatsSession(asyncio.Protocol):
             return
         t = self.transport
         out, self._out = self._out, []
+        self.bytes_out += self._out_size
         self._out_size = 0
         t.writelines(out) if len(out) > 1 else t.write(out[0])
         if t.get_write_buffer_size() > self.max_pending:
