@@ -107,6 +107,7 @@ class SegmentLog:
         self._commit_callbacks: list[Callable[[], Any]] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.retention_exempt: list[str] = []  # stream-name prefixes that retention never touches
         self.stream_gen = 0  # bumped when a stream is deleted (caches of Stream objects drop)
         self.batch_seq = 1  # sequence number of the batch now being filled
         self.committed_seq = 0
@@ -263,10 +264,14 @@ class SegmentLog:
 
     def on_commit(self, seq: int, callback: Callable[[], Any]) -> None:
         """Run callback once batch `seq` is written (at once if it already is)."""
-        if seq <= self.committed_seq:
-            callback()
+        if seq <= self.committed_seq or not self.has_pending:
+            callback()  # nothing is waiting to be written: everything up to now is durable
         else:
             self._commit_callbacks.append(callback)
+
+    def after_commit(self, callback: Callable[[], Any]) -> None:
+        """Run callback once everything appended so far is written (at once if nothing is pending)."""
+        self.on_commit(self.batch_seq, callback)
 
     def flush(self) -> None:
         """Write the pending batch now (normally called once per loop turn)."""
@@ -421,7 +426,10 @@ class SegmentLog:
         """
         now = now or now_ms()
         dropped = 0
+        exempt = tuple(self.retention_exempt)
         for s in list(self.streams.values()):
+            if exempt and s.name.startswith(exempt):
+                continue
             segs = s.segments
             while segs:
                 g = segs[0]

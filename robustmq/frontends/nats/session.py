@@ -310,6 +310,15 @@ class NatsSession(asyncio.Protocol):
         if self._out_size > self.max_pending:
             self.slow_consumer()
 
+    def outbound_size(self) -> int:
+        """Bytes queued for this client and not yet taken by the socket."""
+        t = self.transport
+        return self._out_size + (t.get_write_buffer_size() if t is not None else 0)
+
+    def send_error(self, text: str) -> None:
+        """A non-fatal -ERR (the connection stays open)."""
+        self.write(errors.err_line(text))
+
     def write(self, data: bytes) -> None:
         if self.closed:
             return

@@ -1,0 +1,157 @@
+"""The mailbox registry: ids, public names, TTL, persistence in the log's metadata."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import msgspec
+
+from robustmq.core_log import SegmentLog
+
+MAILBOX_NS = "mq9.mbox"
+GROUP_NS = "mq9.group"
+STREAM_PREFIX = "$mq9.AI.MAILBOX.MSG."
+
+PRIORITIES = ("critical", "urgent", "normal")  # delivery order; index is stored with each record
+P_CRITICAL, P_URGENT, P_NORMAL = 0, 1, 2
+PRIORITY_INDEX = {name: i for i, name in enumerate(PRIORITIES)}
+
+_NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
+MAX_NAME_LEN = 128
+_RESERVED_LAST = frozenset(("urgent", "critical", "normal", "*"))
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class Mq9Error(Exception):
+    """A request the client got wrong; its text is the `error` of the reply."""
+
+
+class CreateRequest(msgspec.Struct, forbid_unknown_fields=False):
+    ttl: int | None = None
+    public: bool = False
+    name: str | None = None
+    desc: str = ""
+
+
+class Mailbox(msgspec.Struct, array_like=True):
+    mail_id: str
+    public: bool
+    desc: str
+    ttl: int
+    created_ms: int
+    expires_ms: int  # 0 = never
+
+    def expired(self, now_ms: int) -> bool:
+        return self.expires_ms != 0 and now_ms >= self.expires_ms
+
+    @property
+    def stream_name(self) -> str:
+        return STREAM_PREFIX + self.mail_id
+
+
+_create_decoder = msgspec.json.Decoder(CreateRequest)
+_mbox_encoder = msgspec.msgpack.Encoder()
+_mbox_decoder = msgspec.msgpack.Decoder(Mailbox)
+
+
+def new_private_id() -> str:
+    """`mail-<a>-<b>`: two 16-char base36 tokens from the CSPRNG, about 165 bits in all."""
+
+    def token() -> str:
+        n = secrets.randbits(83)
+        out = []
+        for _ in range(16):
+            n, r = divmod(n, 36)
+            out.append(_B36[r])
+        return "".join(out)
+
+    return f"mail-{token()}-{token()}"
+
+
+def validate_public_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise Mq9Error("a public mailbox needs a \"name\"")
+    if len(name) > MAX_NAME_LEN:
+        raise Mq9Error(f"mailbox name is longer than {MAX_NAME_LEN} characters")
+    if not _NAME_RE.match(name):
+        raise Mq9Error("invalid mailbox name: use lowercase letters, digits, '-' and '_' in tokens "
+                       "separated by single dots")
+    if name.rsplit(".", 1)[-1] in _RESERVED_LAST:
+        raise Mq9Error("invalid mailbox name: the last token may not be urgent, critical or normal")
+    if name.startswith("mail-"):
+        raise Mq9Error("invalid mailbox name: the 'mail-' prefix is reserved for system ids")
+    return name
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class MailboxRegistry:
+    """Live mailboxes by id. Expiry is checked on every access, not only by the sweep."""
+
+    def __init__(self, log: SegmentLog, default_ttl: int, max_ttl: int) -> None:
+        self.log = log
+        self.default_ttl = default_ttl
+        self.max_ttl = max_ttl
+        self.boxes: dict[str, Mailbox] = {}
+        for _, v in log.scan_meta(MAILBOX_NS):
+            mb = _mbox_decoder.decode(v)
+            self.boxes[mb.mail_id] = mb
+
+    def parse_create(self, body: bytes) -> CreateRequest:
+        if not body.strip():
+            return CreateRequest()
+        try:
+            req = _create_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise Mq9Error(f"invalid create request: {exc}") from None
+        except msgspec.DecodeError:
+            raise Mq9Error("invalid create request: body is not valid JSON") from None
+        return req
+
+    def resolve_ttl(self, ttl: int | None) -> int:
+        if ttl is None:
+            return self.default_ttl
+        if ttl < 0:
+            raise Mq9Error("ttl must be a non-negative integer number of seconds")
+        if ttl > self.max_ttl:
+            raise Mq9Error(f"ttl {ttl} is above the maximum of {self.max_ttl} seconds")
+        return ttl
+
+    def get(self, mail_id: str, now: int | None = None) -> Mailbox | None:
+        mb = self.boxes.get(mail_id)
+        if mb is not None and mb.expired(now if now is not None else now_ms()):
+            return None
+        return mb
+
+    def create(self, req: CreateRequest) -> tuple[Mailbox, bool]:
+        ttl = self.resolve_ttl(req.ttl)
+        now = now_ms()
+        if req.public:
+            mail_id = validate_public_name(req.name)
+            existing = self.get(mail_id, now)
+            if existing is not None:
+                return existing, False
+        else:
+            if req.name is not None:
+                raise Mq9Error("\"name\" is only for public mailboxes (set \"public\": true)")
+            mail_id = new_private_id()
+        mb = Mailbox(mail_id, bool(req.public), req.desc or "", ttl, now, now + ttl * 1000 if ttl else 0)
+        self.boxes[mail_id] = mb
+        self.log.put_meta(MAILBOX_NS, mail_id, _mbox_encoder.encode(mb))
+        return mb, True
+
+    def remove(self, mail_id: str) -> Mailbox | None:
+        mb = self.boxes.pop(mail_id, None)
+        if mb is not None:
+            self.log.delete_meta(MAILBOX_NS, mail_id)
+        return mb
+
+    def expired_now(self, now: int) -> list[Mailbox]:
+        return [mb for mb in self.boxes.values() if mb.expired(now)]
+
+    def public(self, now: int) -> list[Mailbox]:
+        return [mb for mb in self.boxes.values() if mb.public and not mb.expired(now)]
