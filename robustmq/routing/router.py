@@ -38,6 +38,9 @@ class SubjectInterceptor(Protocol):
 
     def on_unsubscribe(self, sub: Any) -> None: ...
 
+    def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
+                            origin: Any) -> None: ...
+
     def wants_subscription(self, subject: str) -> bool: ...
 
 
@@ -135,6 +138,18 @@ class Router:
         if not delivered:
             st.no_subscribers += n
 
+    def publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
+                         origin: Any = None) -> list[int] | None:
+        """Several publishes to one subject, each with its reply subject. Returns how many
+        subscribers each reached (None when an interceptor took them: they always get a reply)."""
+        if self.interceptors:
+            icp = self._interceptor(subject)
+            if icp is not None:
+                self.stats.msgs_in += len(payloads)
+                icp.on_publish_requests(subject, replies, payloads, origin)
+                return None
+        return [self.publish(subject, r, None, p, origin) for r, p in zip(replies, payloads)]
+
     def _stream_for(self, subject: str) -> Any:
         """The stream a subject is logged to, or None when it is ephemeral."""
         log = self.log
@@ -143,7 +158,9 @@ class Router:
             self._streams_gen = log.stream_gen
         stream = self._streams.get(subject, False)
         if stream is False:
-            stream = None if self.ephemeral.matches(subject) else log.stream(subject)
+            if self.ephemeral.matches(subject):
+                return None  # not cached: inbox subjects are unique, they would only churn the cache
+            stream = log.stream(subject)
             if len(self._streams) > 100_000:
                 self._streams.clear()
             self._streams[subject] = stream
@@ -152,7 +169,7 @@ class Router:
     def deliver(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
                 origin: Any = None) -> int:
         """Deliver to live subscribers only (no append)."""
-        r = self.trie.match(subject)
+        r = self.trie.match(subject, not self.ephemeral.matches(subject))
         n = 0
         for sub in r.psubs:
             c = sub.conn

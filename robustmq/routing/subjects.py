@@ -59,11 +59,19 @@ class SubjectPatterns:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = list(patterns)
         self._cache: dict[str, bool] = {}
+        # `a.b.>` patterns are plain prefix tests, the common case (`_INBOX.>`)
+        simple = [p for p in self.patterns if p.endswith(".>") and not {"*", ">"} & set(p[:-2].split("."))]
+        self._prefixes = tuple(p[:-1] for p in simple)
+        self._others = [p for p in self.patterns if p not in simple]
 
     def matches(self, subject: str) -> bool:
+        if self._prefixes and subject.startswith(self._prefixes):
+            return True  # a valid literal subject never ends with '.', so a token follows the prefix
+        if not self._others:
+            return False
         r = self._cache.get(subject)
         if r is None:
-            r = any(subject_matches(p, subject) for p in self.patterns)
+            r = any(subject_matches(p, subject) for p in self._others)
             if len(self._cache) > 65536:
                 self._cache.clear()
             self._cache[subject] = r
@@ -169,7 +177,7 @@ class SubjectTrie:
             node = parent
         return True
 
-    def match(self, subject: str) -> MatchResult:
+    def match(self, subject: str, cache: bool = True) -> MatchResult:
         r = self.cache.get(subject)
         if r is not None:
             return r
@@ -177,6 +185,8 @@ class SubjectTrie:
         qmap: dict[tuple[int, str], list[Any]] = {}
         self._collect(self.root, subject.split("."), 0, psubs, qmap)
         r = MatchResult(psubs, list(qmap.values())) if (psubs or qmap) else EMPTY
+        if not cache:
+            return r
         if len(self.cache) >= self.CACHE_MAX:
             self.cache.clear()
         self.cache[subject] = r

@@ -174,6 +174,36 @@ class Mq9Layer:
             if reply:
                 self._reply_now(reply, {"error": str(exc)})
 
+    def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
+                            origin: Any) -> None:
+        """A pipelined burst of sends (each with its reply) to one subject: one lookup, one append."""
+        if subject.startswith(STREAM_PREFIX) and len(payloads) > 1:
+            mb, prio, explicit_normal = self._resolve_send(subject)
+            if mb is not None:
+                stream = self.log.stream(mb.stream_name)
+                count = stream.next_offset - stream.first_offset - len(stream.deleted)
+                size = sum([len(p) for p in payloads])
+                if count + len(payloads) <= self.cfg.mq9_max_messages and \
+                        stream.nbytes + stream.pending_bytes + size <= self.cfg.mq9_max_bytes:
+                    meta: dict[str, int | str] = {"p": prio, "n": 1} if explicit_normal else {"p": prio}
+                    ts = now_ms()
+                    recs = [Record(ts, p, None, None, meta) for p in payloads]
+                    first = self.log.append_many(stream, recs)
+                    self.stats.messages_stored += len(recs)
+                    self._post_commit(("live_many", mb, first, recs))
+                    self._post_commit(("acks", replies, first))
+                    return
+        for reply, payload in zip(replies, payloads):
+            self.on_publish(subject, reply, None, payload, origin)
+
+    def _resolve_send(self, subject: str) -> tuple[Mailbox | None, int, bool]:
+        rest = subject[len(STREAM_PREFIX):]
+        mail_id, dot, last = rest.rpartition(".")
+        if dot and last in PRIORITY_INDEX:
+            prio = PRIORITY_INDEX[last]
+            return self.registry.get(mail_id), prio, prio == P_NORMAL
+        return self.registry.get(rest), P_NORMAL, False
+
     def _send(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
               origin: Any) -> None:
         rest = subject[len(STREAM_PREFIX):]
@@ -205,9 +235,10 @@ class Mq9Layer:
         rec = Record(now_ms(), payload, None, parse_headers(hdr) if hdr else None, meta)
         off = self.log.append(stream, rec)
         self.stats.messages_stored += 1
+        # always queued: who is subscribed is decided at commit time (no gap at the switch)
         self._post_commit(("live", mb, off, rec))
         if reply:
-            self._post_commit(("reply", reply, _json.encode({"msg_id": off})))
+            self._post_commit(("reply", reply, b'{"msg_id":%d}' % off))
 
     def _create(self, reply: str | None, body: bytes) -> None:
         req = self.registry.parse_create(body)
@@ -268,6 +299,17 @@ class Mq9Layer:
                 self._deliver_live(item[1], item[2], item[3])
             elif kind == "reply":
                 self.router.publish(item[1], None, None, item[2])
+            elif kind == "acks":
+                publish = self.router.publish
+                first = item[2]
+                for i, reply in enumerate(item[1]):
+                    if reply:
+                        publish(reply, None, None, b'{"msg_id":%d}' % (first + i))
+            elif kind == "live_many":
+                mb, first, recs = item[1], item[2], item[3]
+                if mb.mail_id in self.subs or mb.mail_id in self.groups_by_mail:
+                    for i, rec in enumerate(recs):
+                        self._deliver_live(mb, first + i, rec)
             elif kind == "list":
                 self.router.publish(item[2], None, None, _json.encode(self._list_reply(item[1])))
             elif kind == "public":

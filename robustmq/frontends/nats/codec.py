@@ -6,6 +6,7 @@ whose first item is an OP_* code:
 
     (OP_PUB, subject, reply|None, payload, hdr|None)   # HPUB, and PUB whose payload was split
     (OP_PUBS, subject, None, [payload, ...])            # consecutive PUBs to one subject, no reply
+    (OP_PUBR, subject, [reply, ...], [payload, ...])    # consecutive PUBs to one subject, with replies
     (OP_SUB, subject, queue|None, sid)
     (OP_UNSUB, sid, max_msgs|None)
     (OP_CONNECT, raw_json_bytes)
@@ -28,6 +29,7 @@ OP_PONG = 6
 OP_ERR = 7
 OP_OK = 8
 OP_PUBS = 9
+OP_PUBR = 10
 
 _PING = (OP_PING,)
 _PONG = (OP_PONG,)
@@ -55,6 +57,9 @@ class NatsParser:
         mcl = self.max_control_line
         last_subj = b""  # subject bytes of the OP_PUBS batch at the end of `out`
         last_list: list[bytes] = []
+        last_rsubj = b""  # the same for the OP_PUBR batch (PUBs with a reply subject)
+        last_rlist: list[bytes] = []
+        last_replies: list[str] = []
         while pos < n:
             pend = self._pending
             if pend is not None:
@@ -107,9 +112,14 @@ class NatsParser:
                             last_subj = subj
                             last_list = [buf[pos:end]]
                             out.append((OP_PUBS, subj.decode(errors="replace"), None, last_list))
+                    elif subj == last_rsubj and out and out[-1][3] is last_rlist:
+                        last_rlist.append(buf[pos:end])
+                        last_replies.append(reply.decode(errors="replace"))
                     else:
-                        out.append((OP_PUB, subj.decode(errors="replace"), reply.decode(errors="replace"),
-                                    buf[pos:end], None))
+                        last_rsubj = subj
+                        last_rlist = [buf[pos:end]]
+                        last_replies = [reply.decode(errors="replace")]
+                        out.append((OP_PUBR, subj.decode(errors="replace"), last_replies, last_rlist))
                     pos = end + 2
                 else:
                     self._pending = (subj.decode(errors="replace"),

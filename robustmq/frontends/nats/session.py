@@ -15,6 +15,7 @@ from robustmq.frontends.nats.codec import (
     OP_PING,
     OP_PONG,
     OP_PUB,
+    OP_PUBR,
     OP_PUBS,
     OP_SUB,
     OP_UNSUB,
@@ -139,6 +140,22 @@ class NatsSession(asyncio.Protocol):
                     continue
                 self.last_pub_seq = self.log.batch_seq
                 router.publish_many(op[1], payloads, self)
+                if self.verbose:
+                    self.write(OK * len(payloads))
+            elif code == OP_PUBR:
+                if gate:
+                    return self.fail(errors.AUTH_VIOLATION)
+                subject, replies, payloads = op[1], op[2], op[3]
+                self.msgs_in += len(payloads)
+                if self.pedantic and not valid_publish_subject(subject):
+                    self.write(errors.err_line(errors.INVALID_PUB_SUBJECT) * len(payloads))
+                    continue
+                self.last_pub_seq = self.log.batch_seq
+                counts = router.publish_requests(subject, replies, payloads, self)
+                if counts is not None and self.no_responders and self.headers:
+                    for n, reply in zip(counts, replies):
+                        if not n:
+                            self._no_responders(reply)
                 if self.verbose:
                     self.write(OK * len(payloads))
             elif code == OP_PUB:
