@@ -11,6 +11,7 @@ from robustmq.frontends.nats.codec import (
     OP_PING,
     OP_PONG,
     OP_PUB,
+    OP_PUBR,
     OP_PUBS,
     OP_SUB,
     OP_UNSUB,
@@ -36,6 +37,8 @@ def normalise(ops: list[tuple]) -> list[tuple]:
     for op in ops:
         if op[0] == OP_PUBS:
             out.extend((OP_PUB, op[1], None, bytes(p), None) for p in op[3])
+        elif op[0] == OP_PUBR:
+            out.extend((OP_PUB, op[1], r, bytes(p), None) for r, p in zip(op[2], op[3]))
         elif op[0] == OP_PUB:
             out.append((OP_PUB, op[1], op[2], bytes(op[3]), None if op[4] is None else bytes(op[4])))
         else:
@@ -69,9 +72,11 @@ def test_whole_stream() -> None:
 
 
 def test_consecutive_pubs_are_batched() -> None:
-    ops = NatsParser().feed(b"PUB a 1\r\nx\r\nPUB a 1\r\ny\r\nPUB b 1\r\nz\r\n")
-    assert [op[0] for op in ops] == [OP_PUBS, OP_PUBS]
+    ops = NatsParser().feed(b"PUB a 1\r\nx\r\nPUB a 1\r\ny\r\nPUB b 1\r\nz\r\n"
+                            b"PUB c r1 1\r\n1\r\nPUB c r2 1\r\n2\r\nPUB a 1\r\nw\r\n")
+    assert [op[0] for op in ops] == [OP_PUBS, OP_PUBS, OP_PUBR, OP_PUBS]
     assert ops[0][3] == [b"x", b"y"]
+    assert ops[2][2:] == (["r1", "r2"], [b"1", b"2"])
 
 
 @pytest.mark.parametrize("cut", range(1, len(STREAM)))
