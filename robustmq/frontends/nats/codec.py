@@ -11,7 +11,8 @@ whose first item is an OP_* code:
     (OP_UNSUB, sid, max_msgs|None)
     (OP_CONNECT, raw_json_bytes)
     (OP_PING,) / (OP_PONG,)
-    (OP_ERR, text, fatal)                               # the peer broke the protocol
+    (OP_ERR, text|None, fatal)                          # the peer broke the protocol (None: close
+                                                        # without -ERR, as nats-server does)
 
 After a fatal error the parser stops producing operations.
 """
@@ -95,9 +96,9 @@ class NatsParser:
                 elif la == 3:
                     subj, reply, sz = a
                 else:
-                    return self._fatal(out, errors.UNKNOWN_OP)
+                    return self._fatal(out, errors.SILENT_CLOSE)
                 if not sz.isdigit():
-                    return self._fatal(out, errors.UNKNOWN_OP)
+                    return self._fatal(out, errors.SILENT_CLOSE)
                 size = int(sz)
                 if size > self.max_payload:
                     return self._fatal(out, errors.MAX_PAYLOAD)
@@ -132,7 +133,7 @@ class NatsParser:
                     if len(line) > mcl:
                         return self._fatal(out, errors.MAX_CONTROL_LINE)
                     r = self._pub_args(line[4:].split(), False)
-                    if isinstance(r, str):
+                    if not isinstance(r, tuple):
                         return self._fatal(out, r)
                     self._pending = r
                     continue
@@ -151,7 +152,7 @@ class NatsParser:
             rest = sp[1] if len(sp) > 1 else b""
             if op == b"HPUB":
                 r = self._pub_args(rest.split(), True)
-                if isinstance(r, str):
+                if not isinstance(r, tuple):
                     return self._fatal(out, r)
                 self._pending = r
             elif op == b"SUB":
@@ -162,7 +163,7 @@ class NatsParser:
                     out.append((OP_SUB, a[0].decode(errors="replace"), a[1].decode(errors="replace"),
                                 a[2].decode(errors="replace")))
                 else:
-                    return self._fatal(out, errors.UNKNOWN_OP)
+                    return self._fatal(out, errors.SILENT_CLOSE)
             elif op == b"UNSUB":
                 a = rest.split()
                 if len(a) == 1:
@@ -170,7 +171,7 @@ class NatsParser:
                 elif len(a) == 2 and a[1].isdigit():
                     out.append((OP_UNSUB, a[0].decode(errors="replace"), int(a[1])))
                 else:
-                    return self._fatal(out, errors.UNKNOWN_OP)
+                    return self._fatal(out, errors.SILENT_CLOSE)
             elif op == b"CONNECT":
                 out.append((OP_CONNECT, rest))
             elif op == b"PING":
@@ -186,20 +187,20 @@ class NatsParser:
         self._buf = buf[pos:] if pos < n else b""
         return out
 
-    def _pub_args(self, a: list[bytes], headers: bool) -> tuple[str, str | None, int, int] | str:
+    def _pub_args(self, a: list[bytes], headers: bool) -> tuple[str, str | None, int, int] | str | None:
         want = 3 if headers else 2
         if len(a) == want:
             subject, reply, sizes = a[0], None, a[1:]
         elif len(a) == want + 1:
             subject, reply, sizes = a[0], a[1], a[2:]
         else:
-            return errors.UNKNOWN_OP
+            return errors.SILENT_CLOSE
         if not all(s.isdigit() for s in sizes):
-            return errors.UNKNOWN_OP
+            return errors.SILENT_CLOSE
         if headers:
             hlen, size = int(sizes[0]), int(sizes[1])
             if hlen > size:
-                return errors.UNKNOWN_OP
+                return errors.SILENT_CLOSE
         else:
             hlen, size = -1, int(sizes[0])
         if size > self.max_payload:
@@ -207,7 +208,7 @@ class NatsParser:
         return (subject.decode(errors="replace"), reply.decode(errors="replace") if reply else None,
                 hlen, size)
 
-    def _fatal(self, out: list[tuple], text: str) -> list[tuple]:
+    def _fatal(self, out: list[tuple], text: str | None) -> list[tuple]:
         self.dead = True
         self._buf = b""
         out.append((OP_ERR, text, True))

@@ -2,13 +2,18 @@
 
 UNKNOWN_OP = "Unknown Protocol Operation"
 MAX_PAYLOAD = "Maximum Payload Violation"
-MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
+MAX_CONTROL_LINE = "maximum control line exceeded"  # nats-server 2.10+ spells it in lowercase
 INVALID_SUBJECT = "Invalid Subject"
 INVALID_PUB_SUBJECT = "Invalid Publish Subject"
 AUTH_VIOLATION = "Authorization Violation"
 AUTH_TIMEOUT = "Authentication Timeout"
 STALE = "Stale Connection"
 SLOW_CONSUMER = "Slow Consumer"
+
+
+# Arguments nats-server cannot parse (PUB/HPUB/SUB/UNSUB with bad fields, unparsable CONNECT JSON)
+# close the connection without an -ERR; we do the same so clients see identical behaviour.
+SILENT_CLOSE = None
 
 
 def permissions_sub(subject: str) -> str:

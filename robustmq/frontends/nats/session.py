@@ -31,12 +31,14 @@ log = logging.getLogger("robustmq.nats")
 PONG = b"PONG\r\n"
 PING = b"PING\r\n"
 OK = b"+OK\r\n"
-NO_RESPONDERS_HDR = b"NATS/1.0 503\r\n\r\n"
+NO_RESPONDERS_HDR = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
 
 
 class ConnectOptions(msgspec.Struct, omit_defaults=True):
-    verbose: bool = False
-    pedantic: bool = False
+    # nats-server starts every client at verbose and pedantic, and CONNECT only overrides the
+    # fields it names; real clients always send both as false.
+    verbose: bool = True
+    pedantic: bool = True
     echo: bool = True
     headers: bool = False
     no_responders: bool = False
@@ -82,8 +84,8 @@ class NatsSession(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.subs: dict[str, Subscription] = {}
         self.cid = 0
-        self.verbose = False
-        self.pedantic = False
+        self.verbose = True  # until CONNECT says otherwise, like nats-server
+        self.pedantic = True
         self.no_echo = False
         self.headers = False
         self.no_responders = False
@@ -130,48 +132,32 @@ class NatsSession(asyncio.Protocol):
         gate = self.server.auth_required and not self.connected
         for op in ops:
             code = op[0]
-            if code == OP_PUBS:
-                if gate:
-                    return self.fail(errors.AUTH_VIOLATION)
-                payloads = op[3]
-                self.msgs_in += len(payloads)
-                if self.pedantic and not valid_publish_subject(op[1]):
-                    self.write(errors.err_line(errors.INVALID_PUB_SUBJECT) * len(payloads))
-                    continue
-                self.last_pub_seq = self.log.batch_seq
-                router.publish_many(op[1], payloads, self)
-                if self.verbose:
-                    self.write(OK * len(payloads))
-            elif code == OP_PUBR:
+            if code == OP_PUBS or code == OP_PUBR:
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
                 subject, replies, payloads = op[1], op[2], op[3]
                 self.msgs_in += len(payloads)
-                if self.pedantic and not valid_publish_subject(subject):
-                    self.write(errors.err_line(errors.INVALID_PUB_SUBJECT) * len(payloads))
+                if self.verbose or self.pedantic and not valid_publish_subject(subject):
+                    # rare modes: one message at a time, for nats-server's exact reply order
+                    for i, payload in enumerate(payloads):
+                        self._publish_one(subject, replies[i] if replies else None, None, payload)
                     continue
                 self.last_pub_seq = self.log.batch_seq
+                if code == OP_PUBS:
+                    router.publish_many(subject, payloads, self)
+                    continue
                 counts = router.publish_requests(subject, replies, payloads, self)
                 if counts is not None and self.no_responders and self.headers:
                     for n, reply in zip(counts, replies):
                         if not n:
-                            self._no_responders(reply)
-                if self.verbose:
-                    self.write(OK * len(payloads))
+                            self._no_responders(reply, subject)
             elif code == OP_PUB:
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
-                _, subject, reply, payload, hdr = op
+                if op[4] is not None and not self.headers:
+                    return self.fail(errors.SILENT_CLOSE)  # HPUB without announcing headers
                 self.msgs_in += 1
-                if self.pedantic and not valid_publish_subject(subject):
-                    self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
-                    continue
-                self.last_pub_seq = self.log.batch_seq
-                if not router.publish(subject, reply, hdr, payload, self) and reply and \
-                        self.no_responders and self.headers:
-                    self._no_responders(reply)
-                if self.verbose:
-                    self.write(OK)
+                self._publish_one(op[1], op[2], op[4], op[3])
             elif code == OP_PING:
                 if self.last_pub_seq > self.log.committed_seq:
                     # PONG only once this connection's earlier publishes are committed: a client's
@@ -197,6 +183,19 @@ class NatsSession(asyncio.Protocol):
                 return self.fail(op[1])
 
     # ------------------------------------------------------------------ operations
+    def _publish_one(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes) -> None:
+        if self.pedantic and not valid_publish_subject(subject):
+            self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
+            if self.verbose:
+                self.write(OK)
+            return
+        if self.verbose:
+            self.write(OK)  # nats-server queues +OK before any delivery, even to this connection
+        self.last_pub_seq = self.log.batch_seq
+        if not self.router.publish(subject, reply, hdr, payload, self) and reply and \
+                self.no_responders and self.headers:
+            self._no_responders(reply, subject)
+
     def _connect(self, raw: bytes) -> bool:
         try:
             o = _connect_decoder.decode(raw)
@@ -254,10 +253,10 @@ class NatsSession(asyncio.Protocol):
             del self.subs[sub.sid]
             self.router.unsubscribe(sub)
 
-    def _no_responders(self, reply: str) -> None:
+    def _no_responders(self, reply: str, subject: str) -> None:
         for sub in list(self.subs.values()):
             if subject_matches(sub.subject, reply):
-                self.deliver(sub, reply, None, NO_RESPONDERS_HDR, b"")
+                self.deliver(sub, reply, None, NO_RESPONDERS_HDR % subject.encode(), b"")
                 return
 
     def _pong(self) -> None:
