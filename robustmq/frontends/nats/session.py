@@ -159,6 +159,8 @@ class NatsSession(asyncio.Protocol):
                 self.msgs_in += 1
                 self._publish_one(op[1], op[2], op[4], op[3])
             elif code == OP_PING:
+                if gate:
+                    return self.fail(errors.AUTH_VIOLATION)
                 if self.last_pub_seq > self.log.committed_seq:
                     # PONG only once this connection's earlier publishes are committed: a client's
                     # flush() is a durability barrier
