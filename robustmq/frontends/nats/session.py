@@ -34,14 +34,15 @@ OK = b"+OK\r\n"
 NO_RESPONDERS_HDR = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
 
 
-class ConnectOptions(msgspec.Struct, omit_defaults=True):
-    # nats-server starts every client at verbose and pedantic, and CONNECT only overrides the
-    # fields it names; real clients always send both as false.
-    verbose: bool = True
-    pedantic: bool = True
-    echo: bool = True
-    headers: bool = False
-    no_responders: bool = False
+class ConnectOptions(msgspec.Struct):
+    """CONNECT fields. Like nats-server, a CONNECT only overrides the fields it names: a client
+    starts at verbose and pedantic (real clients always send both as false)."""
+
+    verbose: bool | msgspec.UnsetType = msgspec.UNSET
+    pedantic: bool | msgspec.UnsetType = msgspec.UNSET
+    echo: bool | msgspec.UnsetType = msgspec.UNSET
+    headers: bool | msgspec.UnsetType = msgspec.UNSET
+    no_responders: bool | msgspec.UnsetType = msgspec.UNSET
     name: str = ""
     lang: str = ""
     version: str = ""
@@ -212,11 +213,16 @@ class NatsSession(asyncio.Protocol):
             self._auth_timer.cancel()
             self._auth_timer = None
         self.connected = True
-        self.verbose = o.verbose
-        self.pedantic = o.pedantic
-        self.no_echo = not o.echo
-        self.headers = o.headers
-        self.no_responders = o.no_responders
+        if o.verbose is not msgspec.UNSET:
+            self.verbose = o.verbose
+        if o.pedantic is not msgspec.UNSET:
+            self.pedantic = o.pedantic
+        if o.echo is not msgspec.UNSET:
+            self.no_echo = not o.echo
+        if o.headers is not msgspec.UNSET:
+            self.headers = o.headers
+        if o.no_responders is not msgspec.UNSET:
+            self.no_responders = o.no_responders
         self.name, self.lang, self.version = o.name, o.lang, o.version
         if self.verbose:
             self.write(OK)
