@@ -56,6 +56,7 @@ class Router:
         self.trie = SubjectTrie()
         self.ephemeral = SubjectPatterns(ephemeral)
         self.interceptors: list[SubjectInterceptor] = []
+        self._icp_firsts: frozenset[str] = frozenset()  # first characters of interceptor prefixes
         self.stats = RouterStats()
         # subject -> its stream, or None for ephemeral subjects; dropped when a stream is deleted
         self._streams: dict[str, Any] = {}
@@ -63,6 +64,7 @@ class Router:
 
     def add_interceptor(self, icp: SubjectInterceptor) -> None:
         self.interceptors.append(icp)
+        self._icp_firsts = frozenset(i.prefix[0] for i in self.interceptors)
 
     def _interceptor(self, subject: str) -> SubjectInterceptor | None:
         for icp in self.interceptors:
@@ -93,7 +95,7 @@ class Router:
         """Append (unless ephemeral) and deliver. Returns how many subscribers got it."""
         st = self.stats
         st.msgs_in += 1
-        if self.interceptors:
+        if subject[:1] in self._icp_firsts:
             icp = self._interceptor(subject)
             if icp is not None:
                 icp.on_publish(subject, reply, hdr, payload, origin)

@@ -182,8 +182,30 @@ class SubjectTrie:
         if r is not None:
             return r
         psubs: list[Any] = []
-        qmap: dict[tuple[int, str], list[Any]] = {}
-        self._collect(self.root, subject.split("."), 0, psubs, qmap)
+        qmap: dict[str, list[Any]] = {}
+        toks = subject.split(".")
+        n = len(toks)
+        # iterative walk; literal child is pushed last so it is visited before the '*' sibling
+        stack = [(self.root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == n:
+                if node.psubs:
+                    psubs.extend(node.psubs)
+                for q, members in node.qsubs.items():
+                    qmap.setdefault(q, []).extend(members)
+                continue
+            fwc = node.fwc
+            if fwc is not None:
+                if fwc.psubs:
+                    psubs.extend(fwc.psubs)
+                for q, members in fwc.qsubs.items():
+                    qmap.setdefault(q, []).extend(members)
+            if node.pwc is not None:
+                stack.append((node.pwc, i + 1))
+            child = node.children.get(toks[i])
+            if child is not None:
+                stack.append((child, i + 1))
         r = MatchResult(psubs, list(qmap.values())) if (psubs or qmap) else EMPTY
         if not cache:
             return r
@@ -191,27 +213,6 @@ class SubjectTrie:
             self.cache.clear()
         self.cache[subject] = r
         return r
-
-    def _collect(self, node: _Node, toks: list[str], i: int, psubs: list[Any],
-                 qmap: dict[tuple[int, str], list[Any]]) -> None:
-        if i == len(toks):
-            self._add(node, psubs, qmap)
-            return
-        if node.fwc is not None:
-            self._add(node.fwc, psubs, qmap)
-        nxt = node.children.get(toks[i])
-        if nxt is not None:
-            self._collect(nxt, toks, i + 1, psubs, qmap)
-        if node.pwc is not None:
-            self._collect(node.pwc, toks, i + 1, psubs, qmap)
-
-    @staticmethod
-    def _add(node: _Node, psubs: list[Any], qmap: dict[tuple[int, str], list[Any]]) -> None:
-        if node.psubs:
-            psubs.extend(node.psubs)
-        for q, members in node.qsubs.items():
-            # queue groups are per name across the whole match, like nats-server
-            qmap.setdefault((0, q), []).extend(members)
 
 
 def pick(members: list[Any]) -> Any:

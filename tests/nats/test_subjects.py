@@ -1,0 +1,90 @@
+"""Subject validation, pattern sets and the subscription trie."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustmq.routing.subjects import (
+    SubjectPatterns,
+    SubjectTrie,
+    subject_matches,
+    valid_publish_subject,
+    valid_subscribe_subject,
+)
+
+
+class Sub:
+    def __init__(self, subject: str, queue: str | None = None) -> None:
+        self.subject = subject
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"Sub({self.subject!r}, {self.queue!r})"
+
+
+@pytest.mark.parametrize("s,ok", [("a", True), ("a.b.c", True), ("a..b", False), (".a", False),
+                                  ("a.", False), ("a.*", False), ("a.>", False), ("", False),
+                                  ("a b", False), ("$mq9.AI.X", True)])
+def test_publish_subjects(s: str, ok: bool) -> None:
+    assert valid_publish_subject(s) is ok
+
+
+@pytest.mark.parametrize("s,ok", [("a.*", True), ("a.>", True), (">", True), ("*", True),
+                                  ("a.>.b", False), ("a..b", False), ("a.*.c", True), ("", False)])
+def test_subscribe_subjects(s: str, ok: bool) -> None:
+    assert valid_subscribe_subject(s) is ok
+
+
+@pytest.mark.parametrize("f,s,ok", [("a.*", "a.b", True), ("a.*", "a.b.c", False), ("a.>", "a.b.c", True),
+                                    ("a.>", "a", False), (">", "x", True), ("a.*.c", "a.b.c", True),
+                                    ("a.b", "a.b", True), ("a.b", "a.c", False)])
+def test_subject_matches(f: str, s: str, ok: bool) -> None:
+    assert subject_matches(f, s) is ok
+
+
+def test_trie_matches_like_the_reference_function() -> None:
+    filters = ["a", "a.b", "a.*", "a.>", "*.b", ">", "a.*.c", "*.*.*", "x.y.z", "a.b.>"]
+    trie = SubjectTrie()
+    subs = [Sub(f) for f in filters]
+    for s in subs:
+        trie.insert(s)
+    for subject in ["a", "a.b", "a.b.c", "x.y.z", "q", "a.c", "b.b", "a.x.c.d"]:
+        got = sorted(s.subject for s in trie.match(subject).psubs)
+        want = sorted(f for f in filters if subject_matches(f, subject))
+        assert got == want, subject
+
+
+def test_queue_groups_grouped_by_name_across_nodes() -> None:
+    trie = SubjectTrie()
+    a, b, c = Sub("q.*", "g"), Sub("q.x", "g"), Sub("q.x", "h")
+    for s in (a, b, c):
+        trie.insert(s)
+    groups = trie.match("q.x").qsubs
+    assert sorted(len(g) for g in groups) == [1, 2]
+
+
+def test_remove_invalidates_cache_and_prunes() -> None:
+    trie = SubjectTrie()
+    s = Sub("a.b.c")
+    trie.insert(s)
+    assert trie.match("a.b.c").psubs == [s]
+    assert trie.remove(s)
+    assert trie.match("a.b.c").psubs == []
+    assert trie.root.empty()
+    assert not trie.remove(s)
+
+
+def test_uncached_match_does_not_fill_the_cache() -> None:
+    trie = SubjectTrie()
+    trie.insert(Sub("_INBOX.x.*"))
+    for i in range(100):
+        assert len(trie.match(f"_INBOX.x.{i}", cache=False).psubs) == 1
+    assert trie.cache == {}
+
+
+def test_pattern_sets() -> None:
+    p = SubjectPatterns(["_INBOX.>", "tmp.*.x"])
+    assert p.matches("_INBOX.abc.1")
+    assert not p.matches("_INBOX")
+    assert p.matches("tmp.a.x")
+    assert not p.matches("tmp.a.y")
