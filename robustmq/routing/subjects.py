@@ -114,6 +114,9 @@ class SubjectTrie:
     def __init__(self) -> None:
         self.root = _Node()
         self.cache: dict[str, MatchResult] = {}
+        # parent subject -> result, for parents whose match cannot depend on the last token (no
+        # literal children where it would be matched). Unique inbox subjects (`_INBOX.x.17`) hit it.
+        self.pcache: dict[str, MatchResult] = {}
         self.count = 0
 
     def insert(self, sub: Any) -> None:
@@ -138,6 +141,7 @@ class SubjectTrie:
             node.psubs.append(sub)
         self.count += 1
         self.cache.clear()
+        self.pcache.clear()
 
     def remove(self, sub: Any) -> bool:
         path: list[tuple[_Node, str]] = []
@@ -165,6 +169,7 @@ class SubjectTrie:
             return False
         self.count -= 1
         self.cache.clear()
+        self.pcache.clear()
         # prune empty nodes so churned subjects do not leak memory
         while path and node.empty():
             parent, tok = path.pop()
@@ -181,10 +186,16 @@ class SubjectTrie:
         r = self.cache.get(subject)
         if r is not None:
             return r
+        parent, dot, _ = subject.rpartition(".")
+        if dot:
+            r = self.pcache.get(parent)
+            if r is not None:
+                return r
         psubs: list[Any] = []
         qmap: dict[str, list[Any]] = {}
         toks = subject.split(".")
         n = len(toks)
+        last_literal = False  # a node that matches the next-to-last level has literal children
         # iterative walk; literal child is pushed last so it is visited before the '*' sibling
         stack = [(self.root, 0)]
         while stack:
@@ -203,10 +214,16 @@ class SubjectTrie:
                     qmap.setdefault(q, []).extend(members)
             if node.pwc is not None:
                 stack.append((node.pwc, i + 1))
+            if i == n - 1 and node.children:
+                last_literal = True
             child = node.children.get(toks[i])
             if child is not None:
                 stack.append((child, i + 1))
         r = MatchResult(psubs, list(qmap.values())) if (psubs or qmap) else EMPTY
+        if dot and not last_literal:
+            if len(self.pcache) >= self.CACHE_MAX:
+                self.pcache.clear()
+            self.pcache[parent] = r
         if not cache:
             return r
         if len(self.cache) >= self.CACHE_MAX:

@@ -88,3 +88,31 @@ def test_pattern_sets() -> None:
     assert not p.matches("_INBOX")
     assert p.matches("tmp.a.x")
     assert not p.matches("tmp.a.y")
+
+
+def test_parent_cache_respects_literal_siblings() -> None:
+    trie = SubjectTrie()
+    w, lit = Sub("_INBOX.x.*"), Sub("_INBOX.x.7")
+    trie.insert(w)
+    assert trie.match("_INBOX.x.1", cache=False).psubs == [w]
+    assert "_INBOX.x" in trie.pcache
+    trie.insert(lit)  # a literal child makes the last token matter again
+    assert sorted(map(repr, trie.match("_INBOX.x.7", cache=False).psubs)) == sorted(map(repr, [w, lit]))
+    assert trie.match("_INBOX.x.8", cache=False).psubs == [w]
+    assert "_INBOX.x" not in trie.pcache
+
+
+def test_parent_cache_randomised_against_reference() -> None:
+    import random
+
+    rnd = random.Random(7)
+    toks = ["a", "b", "c", "*"]
+    filters = {".".join(rnd.choice(toks) for _ in range(rnd.randint(1, 3))) for _ in range(30)}
+    filters |= {f + ".>" for f in list(filters)[:5]}
+    trie = SubjectTrie()
+    for f in filters:
+        trie.insert(Sub(f))
+    for _ in range(500):
+        subject = ".".join(rnd.choice(["a", "b", "c"]) for _ in range(rnd.randint(1, 4)))
+        got = sorted(s.subject for s in trie.match(subject, cache=rnd.random() < 0.5).psubs)
+        assert got == sorted(f for f in filters if subject_matches(f, subject)), subject
