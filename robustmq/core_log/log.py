@@ -220,6 +220,12 @@ class SegmentLog:
         self._batch_len += 1
         self._schedule()
 
+    def delete_meta_prefix(self, namespace: str, prefix: str | bytes) -> None:
+        start = st.meta_key(namespace, prefix)
+        self._batch.delete_range(start, st.prefix_end(start))
+        self._batch_len += 1
+        self._schedule()
+
     def get_meta(self, namespace: str, key: str | bytes) -> bytes | None:
         return self.store.get(st.meta_key(namespace, key))
 

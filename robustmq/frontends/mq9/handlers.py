@@ -242,6 +242,10 @@ class Mq9Layer:
 
     def _create(self, reply: str | None, body: bytes) -> None:
         req = self.registry.parse_create(body)
+        if req.public and isinstance(req.name, str):
+            old = self.registry.boxes.get(req.name)
+            if old is not None and old.expired(now_ms()):
+                self._expire(old)  # expired but not swept yet: finish it before the name is reused
         mb, is_new = self.registry.create(req)
         if is_new:
             self.stats.mailboxes_created += 1
@@ -520,22 +524,27 @@ class Mq9Layer:
 
     def sweep(self) -> int:
         """Remove expired mailboxes and their messages; returns how many."""
-        now = now_ms()
-        gone = self.registry.expired_now(now)
+        gone = self.registry.expired_now(now_ms())
         for mb in gone:
-            self.registry.remove(mb.mail_id)
-            self.log.delete_stream(mb.stream_name)
-            for g in self.groups_by_mail.pop(mb.mail_id, []):
-                self.groups.pop((g.mail_id, g.queue), None)
-                if g.task:
-                    g.task.cancel()
-            for k, _ in list(self.log.scan_meta(GROUP_NS)):
-                if k.startswith(mb.mail_id.encode() + b"\x00"):
-                    self.log.delete_meta(GROUP_NS, k)
-            self.stats.mailboxes_expired += 1
-            if mb.public:
-                self._public_event({"event": "expired", "mail_id": mb.mail_id})
+            self._expire(mb)
         return len(gone)
+
+    def _expire(self, mb: Mailbox) -> None:
+        """Remove one mailbox: registry entry, stream, group progress; announce it if public."""
+        self.registry.remove(mb.mail_id)
+        self.log.delete_stream(mb.stream_name)
+        # groups stay attached (their members are still subscribed: a public name may be created
+        # again), with progress reset because a new mailbox's stream starts again at offset 0
+        for g in self.groups_by_mail.get(mb.mail_id, []):
+            if g.task:
+                g.task.cancel()
+            g.cursors = [-1, -1, -1]
+            g.backlog = []
+            self._dirty_groups.discard(g)
+        self.log.delete_meta_prefix(GROUP_NS, _group_key(mb.mail_id, ""))
+        self.stats.mailboxes_expired += 1
+        if mb.public:
+            self._public_event({"event": "expired", "mail_id": mb.mail_id})
 
     async def _sweep_loop(self) -> None:
         while True:
