@@ -47,11 +47,15 @@ class Broker:
             if port:
                 log.info("%s listener on port %d: not built yet in this version, skipped", name, port)
         if cfg.http_port:
-            from robustmq.http.monitor import MonitorServer
-
-            self.http = MonitorServer(self)
-            await self.http.start(cfg.host, cfg.http_port)
-            log.info("HTTP monitoring listening on %s:%d", cfg.host, self.http.port)
+            try:
+                from robustmq.http.monitor import MonitorServer
+            except ImportError:
+                log.warning("HTTP monitoring is not available in this build; port %d not opened",
+                            cfg.http_port)
+            else:
+                self.http = MonitorServer(self)
+                await self.http.start(cfg.host, cfg.http_port)
+                log.info("HTTP monitoring listening on %s:%d", cfg.host, self.http.port)
         self._tasks.append(asyncio.create_task(self._retention_loop()))
         log.info("data directory %s (durability=%s)", cfg.data_dir, cfg.durability)
 
