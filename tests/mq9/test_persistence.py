@@ -1,0 +1,207 @@
+"""SPEC §2/§4/§8: mailboxes, messages (ids, priorities, headers, payloads), deletions, TTL deadlines and
+queue-group progress survive a graceful restart and a kill -9 right after the broker replied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import pytest
+
+from procs import RobustMQ
+
+from .helpers import (
+    CREATE,
+    PUBLIC_LIST,
+    assert_error,
+    assert_ok,
+    collect,
+    connect,
+    create,
+    create_public,
+    delete_subject,
+    list_mailbox,
+    msg_id,
+    msg_subject,
+    priority,
+    request_json,
+    send,
+    subscribe,
+    unique_name,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def snapshot(msgs) -> list[tuple]:
+    return [(m.subject, msg_id(m), priority(m), m.headers.get("mq9-ts"), m.data,
+             tuple(sorted((k, v) for k, v in m.headers.items()))) for m in msgs]
+
+
+async def test_graceful_restart_keeps_everything(fresh_server: RobustMQ) -> None:
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    mid = await create(nc, ttl=3600)
+    name = unique_name("task.queue")
+    assert (await create_public(nc, name, ttl=3600, desc="Task queue"))["is_new"] is True
+    rnd = random.Random(5)
+    ids = []
+    for i in range(30):
+        p = rnd.choice([None, "urgent", "critical", "normal"])
+        payload = rnd.randbytes(rnd.randint(0, 300))
+        hdrs = {"x-seq": str(i)} if i % 2 else None
+        ids.append(await send(nc, mid, payload, p, headers=hdrs))
+    await send(nc, name, b"task-1")
+    deleted = ids[7]
+    assert await request_json(nc, delete_subject(mid, deleted)) == {"deleted": True}
+    before = snapshot(await collect(nc, msg_subject(mid, "*"), n=29))
+    listed_before = await list_mailbox(nc, mid)
+    await nc.close()
+
+    fresh_server.restart()
+
+    nc = await connect(fresh_server.nats_url)
+    after = snapshot(await collect(nc, msg_subject(mid, "*"), n=29))
+    assert after == before
+    assert await list_mailbox(nc, mid) == listed_before
+    assert deleted not in [row[1] for row in after]
+    # the public mailbox is still listed (original desc/ttl) and is not new
+    evs = [json.loads(m.data) for m in await collect(nc, PUBLIC_LIST, window=0.4)]
+    assert {"event": "created", "mail_id": name, "desc": "Task queue", "ttl": 3600} in evs
+    assert (await create_public(nc, name, ttl=5, desc="x"))["is_new"] is False
+    assert [m.data for m in await collect(nc, msg_subject(name, "*"), n=1)] == [b"task-1"]
+    # new messages get fresh ids (unique within the mailbox, including the deleted one)
+    new = await send(nc, mid, b"after restart")
+    assert new not in ids
+    await nc.close()
+
+
+async def test_kill9_right_after_replies_loses_nothing(fresh_server: RobustMQ) -> None:
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    mid = await create(nc, ttl=3600)
+    sent: dict[int, tuple[str, bytes]] = {}
+    for start in range(0, 300, 50):
+        prios = [random.choice(["critical", "urgent", "normal"]) for _ in range(50)]
+        batch = [b"k9-%d" % (start + k) for k in range(50)]
+        got = await asyncio.gather(*(send(nc, mid, b, p) for b, p in zip(batch, prios)))
+        for i, b, p in zip(got, batch, prios):
+            sent[i] = (p, b)
+    last_box = await create(nc, ttl=3600)  # the reply came back: it must survive
+    last_pub = unique_name("k9")
+    await create_public(nc, last_pub, ttl=3600, desc="k9")
+    last_msg = await send(nc, last_box, b"last", "critical")
+    fresh_server.kill9()
+    await nc.close()
+
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    got = await collect(nc, msg_subject(mid, "*"), n=300, timeout=10)
+    assert {msg_id(m): (priority(m), m.data) for m in got} == sent
+    assert len(got) == 300
+    assert [msg_id(m) for m in await collect(nc, msg_subject(last_box, "*"), n=1)] == [last_msg]
+    assert (await create_public(nc, last_pub, ttl=3600))["is_new"] is False
+    await send(nc, mid, b"still writable")
+    await nc.close()
+
+
+async def test_ttl_deadline_is_kept_across_restarts(fresh_server: RobustMQ) -> None:
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    t_req = time.monotonic()
+    survivor = await create(nc, ttl=4)
+    t1 = time.monotonic()
+    dies_while_down = unique_name("down")
+    await create_public(nc, dies_while_down, ttl=1, desc="d")
+    await send(nc, survivor, b"s")
+    await send(nc, dies_while_down, b"d")
+    await nc.close()
+    fresh_server.stop()
+    await asyncio.sleep(max(0.0, t1 + 1.3 - time.monotonic()))
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    # expired while the server was down: gone at once, not listed, not announced as current
+    assert_error(await request_json(nc, msg_subject(dies_while_down), b"x"), "does not exist")
+    evs = [json.loads(m.data) for m in await collect(nc, PUBLIC_LIST, window=0.4)]
+    assert not any(e.get("mail_id") == dies_while_down and e["event"] == "created" for e in evs)
+    # the survivor keeps its original deadline (restart does not reset the ttl)
+    if time.monotonic() < t_req + 3.8:
+        assert len(await list_mailbox(nc, survivor)) == 1
+    await asyncio.sleep(max(0.0, t1 + 4.4 - time.monotonic()))
+    assert_error(await request_json(nc, msg_subject(survivor), b"x"), "does not exist")
+    await nc.close()
+
+
+async def _group_progress_roundtrip(server: RobustMQ, kill: bool) -> None:
+    server.start()
+    nc = await connect(server.nats_url)
+    name = unique_name("tasks")
+    await create_public(nc, name, ttl=3600)
+    first = {await send(nc, name, b"a%d" % i, random.choice([None, "urgent"])) for i in range(10)}
+    a = await connect(server.nats_url)
+    ia = await subscribe(a, msg_subject(name, "*"), queue="workers")
+    await ia.wait_for(10)
+    await ia.settle(0.3)
+    assert set(ia.ids) == first and len(ia.ids) == 10
+    await a.close()
+    # the group is offline; more tasks arrive (acknowledged), then the broker goes down
+    later = {await send(nc, name, b"b%d" % i, random.choice([None, "critical"])) for i in range(7)}
+    assert_ok(await request_json(nc, CREATE, {"ttl": 5}))  # one more round trip after the last send
+    await nc.close()
+    if kill:
+        server.kill9()
+        server.start()
+    else:
+        server.restart()
+    b = await connect(server.nats_url)
+    ib = await subscribe(b, msg_subject(name, "*"), queue="workers")
+    await ib.wait_for(len(later), timeout=5)
+    await ib.settle(0.5)
+    missing = later - set(ib.ids)
+    redelivered = set(ib.ids) & first
+    assert not missing, f"tasks nobody in the group received were lost: {missing}"
+    assert not redelivered, f"tasks already received by the group were delivered again: {redelivered}"
+    assert sorted(ib.ids) == sorted(later)
+    # a different group still starts from the beginning
+    c = await connect(server.nats_url)
+    got = await collect(c, msg_subject(name, "*"), queue="auditors", n=17)
+    assert {msg_id(m) for m in got} == first | later
+    await b.close()
+    await c.close()
+
+
+async def test_queue_group_progress_survives_graceful_restart(fresh_server: RobustMQ) -> None:
+    await _group_progress_roundtrip(fresh_server, kill=False)
+
+
+async def test_queue_group_progress_survives_kill9(fresh_server: RobustMQ) -> None:
+    await _group_progress_roundtrip(fresh_server, kill=True)
+
+
+async def test_sweep_reclaims_expired_mailbox_storage(fresh_server: RobustMQ) -> None:
+    """SPEC §4: storage of an expired mailbox is reclaimed by the sweep (checked in the log on disk,
+    where each mailbox is the stream named by its canonical subject, SPEC §2)."""
+    from robustmq.core_log import SegmentLog, Store
+
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    gone = await create(nc, ttl=1)
+    kept = await create(nc, ttl=3600)
+    for i in range(50):
+        await send(nc, gone, b"x" * 200)
+        await send(nc, kept, b"y")
+    t_expired = time.monotonic() + 1
+    await asyncio.sleep(max(0.0, t_expired + 1.6 - time.monotonic()))  # expiry + a few sweep periods
+    assert_error(await request_json(nc, msg_subject(gone), b"x"), "does not exist")
+    await nc.close()
+    fresh_server.stop()
+    log = SegmentLog(Store(fresh_server.data_dir))
+    try:
+        s = log.get_stream(msg_subject(gone))
+        assert s is None or list(log.read(s)) == [], "expired mailbox's records were not reclaimed"
+        k = log.get_stream(msg_subject(kept))
+        assert k is not None and len(list(log.read(k))) == 50
+    finally:
+        log.close()
