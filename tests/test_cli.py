@@ -1,0 +1,353 @@
+"""The client CLI (SPEC §7): `robustmq mailbox create / send / sub / list / delete / public / status`,
+run as real subprocesses against a running robustmq, the way a person or a script would."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from procs import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAIL_ID_RE = re.compile(r"^mail-[a-z0-9-]+$")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ROBUSTMQ_URL", "NATS_URL", "ROBUSTMQ_HTTP_URL")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, server: Any = None, input: bytes | None = None, timeout: float = 20,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m robustmq <args>` (with --server when given) and capture its output."""
+    argv = [sys.executable, "-m", "robustmq", *args]
+    if server is not None:
+        argv += ["--server", server if isinstance(server, str) else server.nats_url]
+    return subprocess.run(argv, input=input, capture_output=True, timeout=timeout, cwd=ROOT,
+                          env=env or _env())
+
+
+def ok(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 0, (res.returncode, res.stdout, res.stderr)
+    return res.stdout.decode()
+
+
+def json_lines(res: subprocess.CompletedProcess) -> list[dict[str, Any]]:
+    out = ok(res)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def create_private(server: Any) -> str:
+    (reply,) = json_lines(cli("mailbox", "create", "--ttl", "300", "--json", server=server))
+    return reply["mail_id"]
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}.{os.urandom(5).hex()}"
+
+
+# ------------------------------------------------------------------------------------------ create
+
+
+def test_create_private_mailbox(server: Any) -> None:
+    out = ok(cli("mailbox", "create", "--ttl", "60", server=server))
+    m = re.search(r"mail_id:\s+(\S+)", out)
+    assert m and MAIL_ID_RE.match(m.group(1)), out
+    assert re.search(r"is_new:\s+true", out), out
+
+    (reply,) = json_lines(cli("mailbox", "create", "--json", server=server))
+    assert MAIL_ID_RE.match(reply["mail_id"]) and reply["is_new"] is True
+    assert "error" not in reply
+
+    quiet = ok(cli("mailbox", "create", "-q", server=server)).strip()
+    assert MAIL_ID_RE.match(quiet), quiet
+
+
+def test_create_public_mailbox_twice(server: Any) -> None:
+    name = unique_name("cli.queue")
+    (first,) = json_lines(cli("mailbox", "create", "--public", "--name", name, "--desc", "Task queue",
+                              "--ttl", "300", "--json", server=server))
+    assert first == {"mail_id": name, "is_new": True}
+    out = ok(cli("mailbox", "create", "--public", "--name", name, "--desc", "other", server=server))
+    assert f"mail_id: {name}" in out and re.search(r"is_new:\s+false", out), out
+
+
+def test_create_usage_errors(server: Any) -> None:
+    res = cli("mailbox", "create", "--public", server=server)
+    assert res.returncode == 2 and b"--name" in res.stderr
+    bad = cli("mailbox", "create", "--public", "--name", "x.urgent", server=server)
+    assert bad.returncode == 1 and bad.stderr.startswith(b"error: "), bad.stderr
+
+
+# ------------------------------------------------------------------------------- send / sub / list
+
+
+def test_send_priorities_sub_critical_first(server: Any) -> None:
+    mail_id = create_private(server)
+    ids = {}
+    for prio, payload in (("normal", "n1"), ("urgent", "u1"), ("critical", "c1")):
+        (reply,) = json_lines(cli("send", mail_id, payload, "--priority", prio, "--json",
+                                  server=server))
+        assert reply["priority"] == prio and isinstance(reply["msg_id"], int), reply
+        ids[payload] = reply["msg_id"]
+    assert len(set(ids.values())) == 3
+
+    human = ok(cli("sub", mail_id, "--count", "3", "--timeout", "5", server=server)).splitlines()
+    assert human == [f"#{ids['c1']} [critical] c1", f"#{ids['u1']} [urgent] u1",
+                     f"#{ids['n1']} [normal] n1"], human
+
+    msgs = json_lines(cli("sub", mail_id, "--count", "3", "--timeout", "5", "--json", server=server))
+    assert [m["priority"] for m in msgs] == ["critical", "urgent", "normal"]
+    assert [m["payload"] for m in msgs] == ["c1", "u1", "n1"]
+    for m in msgs:
+        assert set(m) == {"msg_id", "priority", "ts", "subject", "payload", "headers"}
+        assert isinstance(m["ts"], int) and m["ts"] > 0
+        assert m["subject"].startswith(f"$mq9.AI.MAILBOX.MSG.{mail_id}")
+
+    # a single priority, then exit after 1 s idle
+    only = json_lines(cli("sub", mail_id, "--priority", "critical", "--timeout", "1", "--json",
+                          server=server))
+    assert [m["payload"] for m in only] == ["c1"]
+    normal = json_lines(cli("sub", mail_id, "--priority", "normal", "--timeout", "1", "--json",
+                            server=server))
+    assert [m["payload"] for m in normal] == ["n1"]
+
+
+def test_send_stdin_headers_and_no_ack(server: Any) -> None:
+    mail_id = create_private(server)
+    payload = "line one\nünïcode ✓\n".encode()
+    out = ok(cli("send", mail_id, "-", "-H", "trace=abc", "--header", "k=v=w", input=payload,
+                 server=server))
+    assert re.match(r"msg_id: \d+$", out.strip()), out
+    ok(cli("send", mail_id, "fire", "--no-ack", "-p", "urgent", server=server))
+
+    msgs = json_lines(cli("sub", mail_id, "-n", "2", "-t", "5", "--json", server=server))
+    assert [m["payload"] for m in msgs] == ["fire", payload.decode()]
+    assert msgs[1]["headers"] == {"trace": "abc", "k": "v=w"}
+    assert msgs[0]["priority"] == "urgent"
+
+
+def test_binary_payload_is_shown_with_replacement(server: Any) -> None:
+    mail_id = create_private(server)
+    ok(cli("send", mail_id, "-", input=b"\xff\xfeok", server=server))
+    (m,) = json_lines(cli("sub", mail_id, "-n", "1", "-t", "5", "--json", server=server))
+    assert m["payload"] == "\ufffd\ufffdok"
+
+
+def test_list_and_delete(server: Any) -> None:
+    mail_id = create_private(server)
+    sent = [json_lines(cli("send", mail_id, p, "-p", prio, "--json", server=server))[0]["msg_id"]
+            for p, prio in (("a", "normal"), ("bb", "critical"), ("ccc", "normal"))]
+
+    rows = json_lines(cli("list", mail_id, "--json", server=server))
+    assert [r["msg_id"] for r in rows] == [sent[1], sent[0], sent[2]]
+    assert [r["size"] for r in rows] == [2, 1, 3]
+    assert all(r["mail_id"] == mail_id for r in rows)
+
+    table = ok(cli("list", mail_id, server=server)).splitlines()
+    assert table[0].split() == ["MSG_ID", "PRIORITY", "TS", "SIZE"]
+    assert table[1].split()[:2] == [str(sent[1]), "critical"]
+    assert table[-1] == "3 messages"
+
+    assert "deleted: true" in ok(cli("delete", mail_id, str(sent[0]), server=server))
+    (again,) = json_lines(cli("delete", mail_id, str(sent[0]), "--json", server=server))
+    assert again["deleted"] is False
+    rows = json_lines(cli("list", mail_id, "--json", server=server))
+    assert [r["msg_id"] for r in rows] == [sent[1], sent[2]]
+
+    empty = create_private(server)
+    assert f"mailbox {empty} is empty" in ok(cli("list", empty, server=server))
+
+
+def test_queue_group_members_share_messages(server: Any) -> None:
+    mail_id = create_private(server)
+    ok(cli("send", mail_id, "task-1", server=server))
+    (got,) = json_lines(cli("sub", mail_id, "--queue", "workers", "-n", "1", "-t", "5", "--json",
+                            server=server))
+    assert got["payload"] == "task-1"
+    # the group already received it: a later member of the same group gets nothing
+    assert json_lines(cli("sub", mail_id, "--queue", "workers", "-t", "1", "--json",
+                          server=server)) == []
+
+
+def test_sub_follows_live_until_ctrl_c(server: Any) -> None:
+    mail_id = create_private(server)
+    proc = subprocess.Popen([sys.executable, "-m", "robustmq", "sub", mail_id, "--json",
+                             "--server", server.nats_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=_env())
+    try:
+        time.sleep(0.3)  # the subscription may start before or after the send: both deliver
+        ok(cli("send", mail_id, "live", server=server))
+        line = proc.stdout.readline()
+        assert json.loads(line)["payload"] == "live"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_env_var_selects_server(server: Any) -> None:
+    out = ok(cli("mailbox", "create", "-q", env=_env(ROBUSTMQ_URL=server.nats_url)))
+    assert MAIL_ID_RE.match(out.strip())
+    out = ok(cli("mailbox", "create", "-q", env=_env(NATS_URL=server.nats_url)))
+    assert MAIL_ID_RE.match(out.strip())
+
+
+# ------------------------------------------------------------------------------------------ public
+
+
+def test_public_watch(server: Any) -> None:
+    name = unique_name("cli.pub")
+    ok(cli("mailbox", "create", "--public", "--name", name, "--desc", "Watch me", "--ttl", "300",
+           server=server))
+    (first,) = json_lines(cli("public", "--count", "1", "--timeout", "5", "--json", server=server))
+    assert first["event"] == "created" and isinstance(first["mail_id"], str)
+
+    events = json_lines(cli("public", "--timeout", "1", "--json", server=server))
+    mine = [e for e in events if e.get("mail_id") == name]
+    assert mine == [{"event": "created", "mail_id": name, "desc": "Watch me", "ttl": 300}]
+
+    human = ok(cli("public", "--timeout", "1", server=server))
+    assert re.search(rf"^created\s+{re.escape(name)}\s+ttl=300s\s+\"Watch me\"$", human, re.M), human
+
+
+def test_public_expired_event(server: Any) -> None:
+    name = unique_name("cli.short")
+    proc = subprocess.Popen([sys.executable, "-m", "robustmq", "public", "--json",
+                             "--server", server.nats_url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=_env())
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    try:
+        ok(cli("mailbox", "create", "--public", "--name", name, "--ttl", "1", server=server))
+        mine: list[str] = []
+        deadline = time.monotonic() + 5
+        while "expired" not in mine:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no expired event for {name}; got {mine}"
+            try:
+                event = json.loads(lines.get(timeout=left))
+            except queue.Empty:
+                continue
+            if event.get("mail_id") == name:
+                mine.append(event["event"])
+        assert mine == ["created", "expired"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_send_to_missing_mailbox_fails(server: Any) -> None:
+    res = cli("send", "mail-doesnotexist-0000", "x", server=server)
+    assert res.returncode == 1
+    assert b"does not exist" in res.stderr and res.stderr.startswith(b"error: "), res.stderr
+    res = cli("send", "mail-doesnotexist-0000", "x", "--json", server=server)
+    assert res.returncode == 1
+    reply = json.loads(res.stdout)
+    assert set(reply) == {"error"} and "does not exist" in reply["error"]
+    res = cli("list", "mail-doesnotexist-0000", server=server)
+    assert res.returncode == 1 and b"does not exist" in res.stderr
+
+
+def test_usage_errors_exit_2(server: Any) -> None:
+    for args in (("send", "m", "x", "--priority", "high"), ("send", "m", "x", "-H", "novalue"),
+                 ("sub", "*"), ("sub", "m", "--priority", "low"), ("delete", "m", "abc")):
+        res = cli(*args, server=server)
+        assert res.returncode == 2, (args, res.stderr)
+
+
+def test_server_down_is_a_clear_error() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    for args in (("mailbox", "create"), ("send", "m", "x"), ("sub", "m", "-t", "1"), ("public",)):
+        res = cli(*args, server=url)
+        assert res.returncode == 1, (args, res.stdout, res.stderr)
+        assert f"cannot connect to {url}".encode() in res.stderr, res.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_password_is_not_printed() -> None:
+    res = cli("mailbox", "create", server=f"nats://bob:s3cret@127.0.0.1:{free_port()}")
+    assert res.returncode == 1 and b"s3cret" not in res.stderr and b"bob:***@" in res.stderr
+
+
+# ------------------------------------------------------------------------------------------ status
+
+
+def test_status_falls_back_to_nats_info(server: Any) -> None:
+    http = f"http://127.0.0.1:{free_port()}"
+    out = ok(cli("status", "--http", http, server=server))
+    assert "HTTP monitoring unavailable" in out
+    assert f"port:          {server.nats_port}" in out, out
+
+    (report,) = json_lines(cli("status", "--http", http, "--json", server=server))
+    assert report["source"] == "nats" and "unavailable" in report["http_error"]
+    assert report["server_info"]["port"] == server.nats_port
+
+
+def test_status_everything_down() -> None:
+    res = cli("status", "--http", f"http://127.0.0.1:{free_port()}",
+              server=f"nats://127.0.0.1:{free_port()}")
+    assert res.returncode == 1 and b"cannot connect to nats://127.0.0.1:" in res.stderr
+
+
+class _Varz(BaseHTTPRequestHandler):
+    body = json.dumps({"server_id": "NTEST", "version": "2.10.0", "uptime": "1m2s",
+                       "connections": 3, "in_msgs": 10, "out_msgs": 20, "in_bytes": 100,
+                       "out_bytes": 200, "mq9": {"mailboxes": 7}}).encode()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path != "/varz":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def varz_http():
+    httpd = HTTPServer(("127.0.0.1", 0), _Varz)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_status_from_http_varz(varz_http: str) -> None:
+    down = f"nats://127.0.0.1:{free_port()}"  # not needed when HTTP answers
+    out = ok(cli("status", "--http", varz_http, server=down))
+    for text in ("uptime:", "1m2s", "connections:", "msgs in:", "10", "msgs out:", "20",
+                 "mailboxes:", "7"):
+        assert text in out, out
+    (report,) = json_lines(cli("status", "--json", server=down,
+                               env=_env(ROBUSTMQ_HTTP_URL=varz_http + "/varz")))
+    assert report["source"] == "http" and report["mailboxes"] == 7 and report["connections"] == 3
