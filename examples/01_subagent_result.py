@@ -10,21 +10,10 @@ subscribes and the stored result is delivered at once.
 
 import asyncio
 import json
-import os
-import sys
 
 import nats
 
-URL = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-
-
-async def mq9(nc, subject, body=b""):
-    """An mq9 request: JSON reply; a reply with an "error" key is a failure."""
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    reply = json.loads((await nc.request(subject, data, timeout=3)).data)
-    if "error" in reply:
-        raise RuntimeError(f"{subject}: {reply['error']}")
-    return reply
+from _mq9 import URL, mq9
 
 
 async def main():

@@ -10,21 +10,11 @@ mailbox. The agent comes back, finds the decision waiting, and proceeds.
 
 import asyncio
 import json
-import os
 import secrets
-import sys
 
 import nats
 
-URL = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-
-
-async def mq9(nc, subject, body=b""):
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    reply = json.loads((await nc.request(subject, data, timeout=3)).data)
-    if "error" in reply:
-        raise RuntimeError(f"{subject}: {reply['error']}")
-    return reply
+from _mq9 import URL, mq9
 
 
 async def main():

@@ -11,29 +11,11 @@ A short-lived capability (TTL 1 s) shows up and then disappears with an `expired
 
 import asyncio
 import json
-import os
 import secrets
-import sys
-import time
 
 import nats
 
-URL = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-
-
-async def mq9(nc, subject, body=b""):
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    reply = json.loads((await nc.request(subject, data, timeout=3)).data)
-    if "error" in reply:
-        raise RuntimeError(f"{subject}: {reply['error']}")
-    return reply
-
-
-async def wait_for(pred, timeout):
-    deadline = time.monotonic() + timeout
-    while not pred() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return pred()
+from _mq9 import URL, mq9, wait_for
 
 
 async def watch_public(nc, prefix, events):
