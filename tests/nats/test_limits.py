@@ -1,0 +1,149 @@
+"""Limits and faults: slow consumers, stale connections, garbage, vanishing and short-lived clients."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import nats
+
+from procs import RobustMQ
+
+
+def rss_mb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+async def raw(port: int, connect: bytes = b'{"verbose":false,"pedantic":false}'):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    await r.readline()
+    w.write(b"CONNECT " + connect + b"\r\n")
+    return r, w
+
+
+async def roundtrip_ok(server) -> bool:
+    nc = await nats.connect(server.nats_url, allow_reconnect=False)
+    sub = await nc.subscribe("alive")
+    await nc.flush()
+    await nc.publish("alive", b"yes")
+    ok = (await sub.next_msg(2)).data == b"yes"
+    await nc.close()
+    return ok
+
+
+async def test_slow_consumer_is_closed_and_memory_stays_bounded() -> None:
+    srv = RobustMQ(extra_args=["--max-pending", str(8 << 20)]).start()
+    try:
+        sk = socket.create_connection(("127.0.0.1", srv.nats_port))
+        sk.recv(4096)
+        sk.sendall(b'CONNECT {"verbose":false}\r\nSUB flood 1\r\nPING\r\n')  # and never read again
+        time.sleep(0.2)
+        r, w = await raw(srv.nats_port)
+        chunk = (b"PUB flood 1024\r\n" + b"x" * 1024 + b"\r\n") * 256
+        peak = 0
+        deadline = time.monotonic() + 15
+        for i in range(400):  # ~100 MB offered to a reader that takes nothing
+            w.write(chunk)
+            await w.drain()
+            if i % 20 == 0:
+                peak = max(peak, rss_mb(srv.proc.pid))
+            if time.monotonic() > deadline:
+                break
+        w.write(b"PING\r\n")
+        await w.drain()
+        assert await asyncio.wait_for(r.readline(), 30) == b"PONG\r\n"
+        peak = max(peak, rss_mb(srv.proc.pid))
+        assert peak < 300, f"server RSS peaked at {peak} MB"
+        assert "slow consumer" in srv.log_text().lower()
+        sk.settimeout(5)
+        closed = False
+        try:
+            while sk.recv(1 << 20):
+                pass
+            closed = True
+        except (ConnectionResetError, socket.timeout):
+            closed = True
+        assert closed
+        assert await roundtrip_ok(srv)  # everyone else is fine
+        w.close()
+    finally:
+        srv.cleanup()
+
+
+async def test_stale_connection_gets_error_and_close() -> None:
+    srv = RobustMQ(extra_args=["--ping-interval", "0.2", "--max-pings-out", "2"]).start()
+    try:
+        r, w = await raw(srv.nats_port)
+        seen = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            line = await asyncio.wait_for(r.readline(), 5)
+            if not line:
+                break
+            seen += line  # never answer the server's PINGs
+        assert seen.count(b"PING\r\n") == 2
+        assert seen.endswith(b"-ERR 'Stale Connection'\r\n")
+        # a client that answers stays connected
+        nc = await nats.connect(srv.nats_url, allow_reconnect=False)
+        await asyncio.sleep(1.0)
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        srv.cleanup()
+
+
+async def test_garbage_client_does_not_harm_others(server) -> None:
+    nc = await nats.connect(server.nats_url, allow_reconnect=False)
+    sub = await nc.subscribe("steady")
+    await nc.flush()
+    for junk in (b"\xff\xfe\x00garbage\r\n", b"PUB x 99999999999\r\n", b"SUB\r\n", b"A" * 10000,
+                 b"HPUB a 10 2\r\n", b"PUB a 3\r\nabcdefg\r\n"):
+        r, w = await asyncio.open_connection("127.0.0.1", server.nats_port)
+        await r.readline()
+        w.write(junk)
+        await w.drain()
+        await asyncio.wait_for(r.read(), 5)  # the server closes that connection
+        w.close()
+    await nc.publish("steady", b"still here")
+    assert (await sub.next_msg(2)).data == b"still here"
+    await nc.close()
+
+
+async def test_client_vanishing_mid_frame(server) -> None:
+    for partial in (b"PUB half 100\r\nonly-some-bytes", b"HPUB h 12", b"CONNECT {\"verb", b"SUB a"):
+        r, w = await asyncio.open_connection("127.0.0.1", server.nats_port)
+        await r.readline()
+        w.write(partial)
+        await w.drain()
+        w.transport.abort()
+    assert await roundtrip_ok(server)
+
+
+async def test_thousand_short_lived_connections(server) -> None:
+    sem = asyncio.Semaphore(50)
+
+    async def one(i: int) -> bool:
+        async with sem:
+            r, w = await asyncio.open_connection("127.0.0.1", server.nats_port)
+            info = await r.readline()
+            w.write(b'CONNECT {"verbose":false}\r\nPUB churn.%d 2\r\nhi\r\nPING\r\n' % i)
+            ok = info.startswith(b"INFO ") and await asyncio.wait_for(r.readline(), 5) == b"PONG\r\n"
+            w.close()
+            return ok
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 60)
+    assert all(results)
+    assert await roundtrip_ok(server)
+
+
+async def test_oversize_payload_error_text(server) -> None:
+    r, w = await raw(server.nats_port, b'{"verbose":false}')
+    w.write(b"PUB big %d\r\n" % ((1 << 20) + 1))
+    await w.drain()
+    assert await asyncio.wait_for(r.readline(), 5) == b"-ERR 'Maximum Payload Violation'\r\n"
+    assert await asyncio.wait_for(r.read(), 5) == b""
