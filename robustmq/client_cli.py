@@ -530,7 +530,7 @@ def _varz_summary(varz: dict[str, Any]) -> dict[str, Any]:
     return {
         "server_id": _pick(varz, "server_id"),
         "server_name": _pick(varz, "server_name"),
-        "version": _pick(varz, "version"),
+        "version": _pick(varz, "robustmq_version", "version"),
         "uptime": _pick(varz, "uptime"),
         "connections": _pick(varz, "connections"),
         "total_connections": _pick(varz, "total_connections"),

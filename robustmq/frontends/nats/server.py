@@ -31,6 +31,8 @@ class NatsServer:
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
         self.total_connections = 0
+        # counters of connections that have closed; live ones are summed from their sessions
+        self.closed_msgs_in = self.closed_msgs_out = self.closed_bytes_in = self.closed_bytes_out = 0
         self._server: asyncio.base_events.Server | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._info_base: dict[str, object] = {}
@@ -69,7 +71,22 @@ class NatsServer:
         return cid
 
     def unregister(self, conn: NatsSession) -> None:
-        self.conns.pop(conn.cid, None)
+        if self.conns.pop(conn.cid, None) is conn:
+            self.closed_msgs_in += conn.msgs_in
+            self.closed_msgs_out += conn.msgs_out
+            self.closed_bytes_in += conn.bytes_in
+            self.closed_bytes_out += conn.bytes_out
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """(msgs_in, msgs_out, bytes_in, bytes_out) over every connection since start."""
+        mi, mo = self.closed_msgs_in, self.closed_msgs_out
+        bi, bo = self.closed_bytes_in, self.closed_bytes_out
+        for c in self.conns.values():
+            mi += c.msgs_in
+            mo += c.msgs_out
+            bi += c.bytes_in
+            bo += c.bytes_out
+        return mi, mo, bi, bo
 
     def check_auth(self, user: str, password: str, token: str) -> bool:
         cfg = self.cfg

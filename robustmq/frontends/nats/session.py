@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -103,11 +104,13 @@ class NatsSession(asyncio.Protocol):
         self._auth_timer: asyncio.TimerHandle | None = None
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
         self.peer = ("", 0)
+        self.start_time = 0.0  # wall clock at accept (for /connz)
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.peer = transport.get_extra_info("peername") or ("", 0)
+        self.start_time = time.time()
         self.cid = self.server.register(self)
         self.write(self.server.info_line(self))
         if self.server.auth_required:

@@ -1,0 +1,1 @@
+"""HTTP monitoring endpoints (nats-server style /varz, /connz, /subsz, /healthz, plus /metrics)."""

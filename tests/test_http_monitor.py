@@ -1,0 +1,433 @@
+"""HTTP monitoring (SPEC §7): /healthz, /varz, /connz, /subsz and Prometheus /metrics, against a real
+`robustmq serve` subprocess, with nats-py generating the traffic and raw sockets doing the HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import math
+import re
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import nats
+import pytest
+
+from procs import RobustMQ
+
+HTTP_TIMEOUT = 5.0
+PROM_LINE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r'(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\})?'
+    r' (?P<value>\S+)$')
+PROM_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
+VARZ_FIELDS = (
+    "server_id", "server_name", "version", "proto", "go", "host", "port", "max_connections",
+    "ping_interval", "ping_max", "http_host", "http_port", "max_control_line", "max_payload",
+    "max_pending", "start", "now", "uptime", "mem", "cores", "cpu", "connections",
+    "total_connections", "routes", "remotes", "in_msgs", "out_msgs", "in_bytes", "out_bytes",
+    "slow_consumers", "subscriptions", "mailboxes", "mailboxes_expired", "log",
+)
+CONN_FIELDS = ("cid", "ip", "port", "start", "uptime", "pending_bytes", "in_msgs", "out_msgs",
+               "in_bytes", "out_bytes", "subscriptions", "name", "lang", "version")
+
+
+@pytest.fixture(scope="module")
+def mon():
+    s = RobustMQ(http=True).start()
+    yield s
+    s.cleanup()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+class Resp:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def http_raw(port: int, data: bytes) -> Resp:
+    """Send raw bytes, read the whole response until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), HTTP_TIMEOUT)
+    finally:
+        writer.close()
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    assert sep, f"no complete response head: {raw[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    m = re.match(r"^HTTP/1\.1 (\d{3}) ", lines[0])
+    assert m, lines[0]
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return Resp(int(m.group(1)), headers, body)
+
+
+async def http(port: int, path: str, method: str = "GET", body: bytes = b"") -> Resp:
+    req = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: test\r\n"
+    if body:
+        req += f"Content-Length: {len(body)}\r\n"
+    return await http_raw(port, req.encode() + b"\r\n" + body)
+
+
+async def get_json(port: int, path: str) -> Any:
+    r = await http(port, path)
+    assert r.status == 200, (path, r.status, r.body)
+    assert r.headers["content-type"].startswith("application/json")
+    assert int(r.headers["content-length"]) == len(r.body)
+    return r.json()
+
+
+async def wait_for(check, timeout: float = 5.0, interval: float = 0.05):
+    """Poll an async predicate returning a truthy value; returns that value (asserts on timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last={last!r})")
+        await asyncio.sleep(interval)
+
+
+async def connect(server: RobustMQ, **kw: Any) -> nats.aio.client.Client:
+    return await nats.connect(server.nats_url, allow_reconnect=False, **kw)
+
+
+def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Strict line-by-line parse of the text format; returns samples by metric name."""
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    typed: dict[str, str] = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        assert line.strip() == line and line, f"stray whitespace or empty line: {line!r}"
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            assert parts[1] in ("HELP", "TYPE"), line
+            if parts[1] == "TYPE":
+                assert parts[3] in ("counter", "gauge", "summary", "histogram", "untyped"), line
+                assert parts[2] not in typed, f"TYPE twice for {parts[2]}"
+                typed[parts[2]] = parts[3]
+            continue
+        m = PROM_LINE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        value = float(m.group("value"))  # raises on garbage
+        assert not math.isnan(value)
+        labels = dict(PROM_LABEL.findall(m.group("labels") or ""))
+        name = m.group("name")
+        family = re.sub(r"_(sum|count|bucket)$", "", name)
+        assert name in typed or family in typed, f"sample before its TYPE: {name}"
+        if name.endswith("_total") and typed.get(name) is not None:
+            assert typed[name] == "counter", name
+        out.setdefault(name, []).append((labels, value))
+    return out
+
+
+async def metrics(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    r = await http(port, "/metrics")
+    assert r.status == 200
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    return parse_metrics(r.body.decode())
+
+
+def metric(ms: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
+    for lab, v in ms[name]:
+        if all(lab.get(k) == want for k, want in labels.items()):
+            return v
+    raise AssertionError(f"no sample {name}{labels}: {ms.get(name)}")
+
+
+async def connections_settle(port: int, n: int) -> dict[str, Any]:
+    """Wait until the server sees exactly n open connections (closes are asynchronous)."""
+    async def check():
+        v = await get_json(port, "/varz")
+        return v if v["connections"] == n else None
+    return await wait_for(check)
+
+
+# -------------------------------------------------------------------------------------------- tests
+
+async def test_healthz_and_index(mon) -> None:
+    r = await http(mon.http_port, "/healthz")
+    assert r.status == 200
+    assert r.json() == {"status": "ok"}
+    assert r.headers["connection"] == "close"
+    head = await http(mon.http_port, "/healthz", method="HEAD")
+    assert head.status == 200 and head.body == b""
+    assert int(head.headers["content-length"]) == len(r.body)
+    assert (await get_json(mon.http_port, "/healthz/")) == {"status": "ok"}
+    index = await get_json(mon.http_port, "/")
+    assert set(index["endpoints"]) >= {"/healthz", "/varz", "/connz", "/subsz", "/metrics"}
+
+
+async def test_varz_fields_and_message_counters(mon) -> None:
+    before = await get_json(mon.http_port, "/varz")
+    for f in VARZ_FIELDS:
+        assert f in before, f
+    assert before["port"] == mon.nats_port and before["http_port"] == mon.http_port
+    assert before["go"].startswith("robustmq ")
+    # the same protocol-level version as INFO, the product's own beside it
+    assert before["version"] == "2.10.0" and before["robustmq_version"]
+    assert re.fullmatch(r"(\d+y)?(\d+d)?(\d+h)?(\d+m)?\d+s", before["uptime"])
+    start = dt.datetime.fromisoformat(before["start"].replace("Z", "+00:00"))
+    now = dt.datetime.fromisoformat(before["now"].replace("Z", "+00:00"))
+    assert start <= now
+    assert before["mem"] > 1 << 20 and before["cores"] >= 1
+    assert before["routes"] == 0 and before["remotes"] == 0
+    assert isinstance(before["mailboxes"], int)
+    assert {"appends", "bytes", "batches", "commit_avg_us", "commit_max_us"} <= set(before["log"])
+
+    n = 200
+    sub_nc = await connect(mon)
+    pub_nc = await connect(mon)
+    sub = await sub_nc.subscribe("mon.varz.events")
+    await sub_nc.flush()
+    for i in range(n):
+        await pub_nc.publish("mon.varz.events", b"x" * 100)
+    await pub_nc.flush()
+    for _ in range(n):
+        await sub.next_msg(2)
+
+    async def grown():
+        v = await get_json(mon.http_port, "/varz")
+        ok = (v["in_msgs"] >= before["in_msgs"] + n and v["out_msgs"] >= before["out_msgs"] + n
+              and v["log"]["appends"] >= before["log"]["appends"] + n)
+        return v if ok else None
+
+    after = await wait_for(grown)
+    assert after["in_bytes"] >= before["in_bytes"] + n * 100
+    assert after["out_bytes"] >= before["out_bytes"] + n * 100
+    assert after["subscriptions"] >= 1
+    assert after["total_connections"] >= before["total_connections"] + 2
+    assert after["log"]["batches"] > before["log"]["batches"]
+    assert after["log"]["commit_max_us"] > 0
+    await sub_nc.close()
+    await pub_nc.close()
+    # totals survive the connections closing
+    gone = await connections_settle(mon.http_port, 0)
+    assert gone["in_msgs"] >= after["in_msgs"] and gone["out_msgs"] >= after["out_msgs"]
+
+
+async def test_connz_lists_clients_with_paging(mon) -> None:
+    await connections_settle(mon.http_port, 0)
+    tag = secrets.token_hex(3)
+    names = [f"mon-{tag}-{i}" for i in range(3)]
+    clients = [await connect(mon, name=name) for name in names]
+    await clients[1].subscribe("mon.connz.a")
+    await clients[1].subscribe("mon.connz.b")
+    for nc in clients:
+        await nc.flush()
+    try:
+        varz = await connections_settle(mon.http_port, 3)
+        connz = await get_json(mon.http_port, "/connz")
+        assert connz["num_connections"] == connz["total"] == varz["connections"] == 3
+        assert connz["offset"] == 0 and connz["limit"] == 1024
+        assert connz["server_id"] == varz["server_id"]
+        by_name = {c["name"]: c for c in connz["connections"]}
+        assert set(by_name) == set(names)
+        for c in connz["connections"]:
+            for f in CONN_FIELDS:
+                assert f in c, f
+            assert c["ip"] == "127.0.0.1" and c["port"] > 0
+            assert c["lang"] == "python3" and c["version"]
+        assert by_name[names[1]]["subscriptions"] == 2
+        assert [c["cid"] for c in connz["connections"]] == sorted(c["cid"] for c in connz["connections"])
+        assert "subscriptions_list" not in by_name[names[1]]
+
+        detail = await get_json(mon.http_port, "/connz?subs=1")
+        lists = {c["name"]: c["subscriptions_list"] for c in detail["connections"]}
+        assert sorted(lists[names[1]]) == ["mon.connz.a", "mon.connz.b"]
+
+        page = await get_json(mon.http_port, "/connz?limit=1")
+        assert page["num_connections"] == 1 and page["total"] == 3 and page["limit"] == 1
+        assert page["connections"][0]["cid"] == connz["connections"][0]["cid"]
+        page = await get_json(mon.http_port, "/connz?offset=2&limit=5")
+        assert page["num_connections"] == 1 and page["offset"] == 2
+        assert page["connections"][0]["cid"] == connz["connections"][2]["cid"]
+        assert (await get_json(mon.http_port, "/connz?offset=10"))["num_connections"] == 0
+        one = await get_json(mon.http_port, f"/connz?cid={by_name[names[2]]['cid']}")
+        assert [c["name"] for c in one["connections"]] == [names[2]]
+        by_subs = await get_json(mon.http_port, "/connz?sort=subs")
+        assert by_subs["connections"][0]["name"] == names[1]
+
+        for bad in ("limit=abc", "limit=-1", "offset=1.5", "subs=maybe", "sort=nope", "cid=x"):
+            r = await http(mon.http_port, f"/connz?{bad}")
+            assert r.status == 400, bad
+            assert "error" in r.json()
+    finally:
+        for nc in clients:
+            await nc.close()
+    await connections_settle(mon.http_port, 0)
+
+
+async def test_subsz_counts_subscriptions(mon) -> None:
+    await connections_settle(mon.http_port, 0)
+    nc = await connect(mon)
+    try:
+        await nc.subscribe("mon.subsz.one")
+        await nc.subscribe("mon.subsz.*")
+        await nc.subscribe("mon.subsz.q", queue="workers")
+        await nc.flush()
+
+        async def three():
+            s = await get_json(mon.http_port, "/subsz")
+            return s if s["num_subscriptions"] == 3 else None
+
+        subsz = await wait_for(three)
+        assert "num_cache" in subsz and subsz["num_trie"] == 3
+        listed = await get_json(mon.http_port, "/subsz?subs=1")
+        subjects = {s["subject"]: s for s in listed["subscriptions_list"]}
+        assert set(subjects) == {"mon.subsz.one", "mon.subsz.*", "mon.subsz.q"}
+        assert subjects["mon.subsz.q"]["qgroup"] == "workers"
+        matching = await get_json(mon.http_port, "/subsz?test=mon.subsz.one")
+        assert {s["subject"] for s in matching["subscriptions_list"]} == {"mon.subsz.one", "mon.subsz.*"}
+        assert (await get_json(mon.http_port, "/subsz?subs=1&limit=1"))["subscriptions_list"].__len__() == 1
+        assert (await http(mon.http_port, "/subsz?test=bad.*")).status == 400
+        assert (await http(mon.http_port, "/subsz?limit=x")).status == 400
+        varz = await get_json(mon.http_port, "/varz")
+        assert varz["subscriptions"] == 3
+    finally:
+        await nc.close()
+
+
+async def test_metrics_format_and_counters(mon) -> None:
+    before = await metrics(mon.http_port)
+    for name in ("robustmq_connections", "robustmq_connections_total", "robustmq_messages_in_total",
+                 "robustmq_messages_out_total", "robustmq_bytes_in_total", "robustmq_bytes_out_total",
+                 "robustmq_log_appends_total", "robustmq_log_append_bytes_total",
+                 "robustmq_log_commit_seconds_sum", "robustmq_log_commit_seconds_count",
+                 "robustmq_log_commit_seconds_max", "robustmq_mq9_mailboxes",
+                 "robustmq_mq9_mailboxes_created_total", "robustmq_mq9_mailboxes_expired_total",
+                 "robustmq_slow_consumers_total", "robustmq_dropped_messages_total",
+                 "process_resident_memory_bytes"):
+        assert name in before, name
+    # only the protocols that exist are reported
+    protocols = {lab.get("protocol") for samples in before.values() for lab, _ in samples} - {None}
+    assert protocols == {"nats"}
+
+    n = 50
+    nc = await connect(mon)
+    sub = await nc.subscribe("mon.metrics.x")
+    for _ in range(n):
+        await nc.publish("mon.metrics.x", b"m" * 64)
+    # a message for a mailbox that does not exist (no reply): counted as dropped
+    await nc.publish("$mq9.AI.MAILBOX.MSG.mail-doesnotexist", b"lost")
+    await nc.flush()
+    for _ in range(n):
+        await sub.next_msg(2)
+
+    async def grown():
+        ms = await metrics(mon.http_port)
+        ok = (metric(ms, "robustmq_messages_in_total", protocol="nats")
+              >= metric(before, "robustmq_messages_in_total", protocol="nats") + n + 1
+              and metric(ms, "robustmq_log_appends_total")
+              >= metric(before, "robustmq_log_appends_total") + n)
+        return ms if ok else None
+
+    after = await wait_for(grown)
+    assert metric(after, "robustmq_messages_out_total", protocol="nats") >= \
+        metric(before, "robustmq_messages_out_total", protocol="nats") + n
+    assert metric(after, "robustmq_bytes_in_total", protocol="nats") >= \
+        metric(before, "robustmq_bytes_in_total", protocol="nats") + n * 64
+    assert metric(after, "robustmq_connections", protocol="nats") >= 1
+    assert metric(after, "robustmq_log_commit_seconds_count") > metric(before, "robustmq_log_commit_seconds_count")
+    assert metric(after, "robustmq_log_commit_seconds_sum") > 0
+    assert metric(after, "robustmq_dropped_messages_total", reason="mq9_no_mailbox") == \
+        metric(before, "robustmq_dropped_messages_total", reason="mq9_no_mailbox") + 1
+    await nc.close()
+
+
+async def test_mailbox_gauge_and_status_cli(mon) -> None:
+    before = await metrics(mon.http_port)
+    nc = await connect(mon)
+    try:
+        reply = await nc.request("$mq9.AI.MAILBOX.CREATE", b'{"ttl":60}', timeout=3)
+        mail_id = json.loads(reply.data)["mail_id"]
+        assert mail_id.startswith("mail-")
+        short = await nc.request("$mq9.AI.MAILBOX.CREATE", b'{"ttl":1}', timeout=3)
+        assert json.loads(short.data)["mail_id"]
+    finally:
+        await nc.close()
+    after = await metrics(mon.http_port)
+    assert metric(after, "robustmq_mq9_mailboxes") == metric(before, "robustmq_mq9_mailboxes") + 2
+    assert metric(after, "robustmq_mq9_mailboxes_created_total") == \
+        metric(before, "robustmq_mq9_mailboxes_created_total") + 2
+
+    async def expired():  # the 1-second mailbox is swept
+        ms = await metrics(mon.http_port)
+        return ms if metric(ms, "robustmq_mq9_mailboxes_expired_total") == \
+            metric(before, "robustmq_mq9_mailboxes_expired_total") + 1 else None
+
+    swept = await wait_for(expired, timeout=5)
+    assert metric(swept, "robustmq_mq9_mailboxes") == metric(before, "robustmq_mq9_mailboxes") + 1
+    varz = await get_json(mon.http_port, "/varz")
+    assert varz["mailboxes"] == metric(swept, "robustmq_mq9_mailboxes")
+    assert varz["mailboxes_expired"] >= 1
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "robustmq", "status", "--http", f"http://127.0.0.1:{mon.http_port}",
+        "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    status = json.loads(out)
+    assert status["source"] == "http"
+    assert status["mailboxes"] == varz["mailboxes"]
+    assert status["server_id"] == varz["server_id"]
+
+
+async def test_errors_and_survival(mon) -> None:
+    port = mon.http_port
+    r = await http(port, "/nope")
+    assert r.status == 404 and r.headers["content-type"].startswith("application/json")
+    assert "error" in r.json()
+    r = await http(port, "/varz", method="POST", body=b'{"a":1}' * 100)
+    assert r.status == 405
+    assert r.headers["allow"] == "GET, HEAD"
+    for garbage in (b"GARBAGE\r\n\r\n", b"\x00\xff\xfe\x16\x03\x01 junk\r\n\r\n",
+                    b"GET\r\n\r\n", b"GET /varz\r\n\r\n", b"GET /varz HTTP/1.1 extra\r\n\r\n",
+                    b"GET /varz HTTP/1.1\r\nno colon here\r\n\r\n"):
+        r = await http_raw(port, garbage)
+        assert r.status == 400, garbage
+    big = b"GET /varz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    assert (await http_raw(port, big)).status == 431
+    long_line = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n"
+    assert (await http_raw(port, long_line)).status in (400, 431)
+    # a client that connects and leaves, one that sends half a request and leaves
+    for partial in (b"", b"GET /varz HT"):
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(partial)
+        await w.drain()
+        w.close()
+    # many at once
+    results = await asyncio.gather(*(http(port, "/varz") for _ in range(20)))
+    assert all(r.status == 200 for r in results)
+    assert (await get_json(port, "/healthz")) == {"status": "ok"}
+    # a stock client (urllib) works too, including error codes
+    varz = await asyncio.to_thread(_urllib_json, f"http://127.0.0.1:{port}/varz")
+    assert varz["http_req_stats"]["/varz"] >= 20
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        await asyncio.to_thread(_urllib_json, f"http://127.0.0.1:{port}/nope")
+    assert exc.value.code == 404
+    # NATS is unaffected
+    nc = await connect(mon)
+    await nc.flush()
+    await nc.close()
+
+
+def _urllib_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as resp:  # noqa: S310 - loopback
+        return json.loads(resp.read())
