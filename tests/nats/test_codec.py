@@ -120,3 +120,14 @@ def test_large_payload_across_many_reads() -> None:
     data = b"PUB big %d\r\n" % len(payload) + payload + b"\r\n"
     assert parse_all([data[i:i + 65536] for i in range(0, len(data), 65536)]) == [
         (OP_PUB, "big", None, payload, None)]
+
+
+def test_idle_tells_whether_a_frame_is_partial() -> None:
+    p = NatsParser()
+    assert p.idle
+    p.feed(b"PUB a 5\r\nhel")
+    assert not p.idle
+    p.feed(b"lo\r\nPI")
+    assert not p.idle
+    assert p.feed(b"NG\r\n") == [(OP_PING,)]
+    assert p.idle

@@ -48,6 +48,11 @@ class NatsParser:
         self._pending: tuple[str, str | None, int, int] | None = None
         self.dead = False
 
+    @property
+    def idle(self) -> bool:
+        """No partial frame is waiting for more bytes."""
+        return self._pending is None and not self._buf
+
     def feed(self, data: bytes) -> list[tuple]:
         if self.dead:
             return []
