@@ -279,15 +279,28 @@ async def mq9_mailbox(r, w) -> bytes:
     return b"$mq9.AI.MAILBOX.MSG." + reply["mail_id"].encode()
 
 
+async def js_stream(r, w, name: str, subject: str, **extra) -> None:
+    """Create a JetStream file-storage stream over the raw protocol."""
+    body = json.dumps({"name": name, "subjects": [subject], "storage": "file", **extra}).encode()
+    reply = await request_json(r, w, b"$JS.API.STREAM.CREATE." + name.encode(), body)
+    if "error" in reply:
+        raise RuntimeError(f"JetStream stream create failed: {reply}")
+
+
+async def acked_pump(r, w, subject: bytes, n: int, ack_token: bytes) -> None:
+    """n pipelined requests to `subject`; returns once every ack (`ack_token`) has arrived."""
+    w.write(b"SUB _INBOX.acks.* 1\r\n")
+    acks = asyncio.create_task(count_token(r, ack_token, n))
+    await pump(w, publish_frames(subject, n, b"_INBOX.acks"))
+    await acks
+
+
 async def wl_mq9send(t: Target, n: int) -> float:
     """Acknowledged sends: every send is a request; acks counted as they arrive (pipelined)."""
     r, w = await connect(t.port)
     subject = await mq9_mailbox(r, w)
-    w.write(b"SUB _INBOX.acks.* 1\r\n")
     start = time.perf_counter()
-    acks = asyncio.create_task(count_token(r, b'"msg_id"', n))
-    await pump(w, publish_frames(subject, n, b"_INBOX.acks"))
-    await acks
+    await acked_pump(r, w, subject, n, b'"msg_id"')
     dt = time.perf_counter() - start
     w.close()
     return n / dt
@@ -296,15 +309,9 @@ async def wl_mq9send(t: Target, n: int) -> float:
 async def wl_jsack(t: Target, n: int) -> float:
     """JetStream (file storage) acknowledged publishes, pipelined the same way."""
     r, w = await connect(t.port)
-    body = b'{"name":"BENCH","subjects":["bench.js"],"storage":"file"}'
-    reply = await request_json(r, w, b"$JS.API.STREAM.CREATE.BENCH", body)
-    if "error" in reply:
-        raise RuntimeError(f"JetStream stream create failed: {reply}")
-    w.write(b"SUB _INBOX.acks.* 1\r\n")
+    await js_stream(r, w, "BENCH", "bench.js")
     start = time.perf_counter()
-    acks = asyncio.create_task(count_token(r, b'"seq"', n))
-    await pump(w, publish_frames(b"bench.js", n, b"_INBOX.acks"))
-    await acks
+    await acked_pump(r, w, b"bench.js", n, b'"seq"')
     dt = time.perf_counter() - start
     w.close()
     return n / dt
@@ -314,10 +321,7 @@ async def wl_mq9replay(t: Target, n: int) -> float:
     """Store n messages in a mailbox, then time a fresh subscriber's full replay."""
     r, w = await connect(t.port)
     subject = await mq9_mailbox(r, w)
-    w.write(b"SUB _INBOX.acks.* 1\r\n")
-    acks = asyncio.create_task(count_token(r, b'"msg_id"', n))
-    await pump(w, publish_frames(subject, n, b"_INBOX.acks"))
-    await acks
+    await acked_pump(r, w, subject, n, b'"msg_id"')
     r2, w2 = await connect(t.port)
     start = time.perf_counter()
     w2.write(b"SUB %s.* 1\r\n" % subject)
@@ -332,14 +336,8 @@ async def wl_mq9replay(t: Target, n: int) -> float:
 async def wl_jsreplay(t: Target, n: int) -> float:
     """JetStream: store n messages, then time an ephemeral push consumer delivering them all."""
     r, w = await connect(t.port)
-    body = b'{"name":"REPLAY","subjects":["bench.replay"],"storage":"file"}'
-    reply = await request_json(r, w, b"$JS.API.STREAM.CREATE.REPLAY", body)
-    if "error" in reply:
-        raise RuntimeError(f"JetStream stream create failed: {reply}")
-    w.write(b"SUB _INBOX.acks.* 1\r\n")
-    acks = asyncio.create_task(count_token(r, b'"seq"', n))
-    await pump(w, publish_frames(b"bench.replay", n, b"_INBOX.acks"))
-    await acks
+    await js_stream(r, w, "REPLAY", "bench.replay")
+    await acked_pump(r, w, b"bench.replay", n, b'"seq"')
     r2, w2 = await connect(t.port)
     start = time.perf_counter()
     w2.write(b"SUB bench.deliver 1\r\n")
@@ -380,11 +378,7 @@ async def wl_jsagentchurn(t: Target, n: int, concurrency: int = 50) -> float:
         async with sem:
             r, w = await connect(t.port)
             i = next(ids)
-            body = json.dumps({"name": f"A{i}", "subjects": [f"agent.{i}"], "storage": "file",
-                               "max_age": 60_000_000_000}).encode()
-            reply = await request_json(r, w, b"$JS.API.STREAM.CREATE.A%d" % i, body)
-            if "error" in reply:
-                raise RuntimeError(f"JetStream stream create failed: {reply}")
+            await js_stream(r, w, f"A{i}", f"agent.{i}", max_age=60_000_000_000)
             ack = await request_json(r, w, b"agent.%d" % i, b"hello")
             if "seq" not in ack:
                 raise RuntimeError(f"publish not acknowledged: {ack}")
