@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from robustmq import __version__
+from robustmq import __version__, client_cli
 from robustmq.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -91,12 +91,4 @@ def version() -> None:
     typer.echo(f"robustmq {__version__}")
 
 
-def _register_client_commands() -> None:
-    try:
-        from robustmq import client_cli
-    except ImportError:
-        return
-    client_cli.register(app)
-
-
-_register_client_commands()
+client_cli.register(app)

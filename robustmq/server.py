@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 
 from robustmq.config import Config
 from robustmq.core_log import SegmentLog, Store
+from robustmq.frontends.mq9 import Mq9Layer
+from robustmq.frontends.mq9 import attach as attach_mq9
 from robustmq.frontends.nats.server import NatsServer
+from robustmq.http.monitor import MonitorServer
 from robustmq.routing.router import Router
 
 log = logging.getLogger("robustmq")
@@ -31,14 +35,12 @@ class Broker:
         )
         self.router = Router(self.log, cfg.ephemeral_subjects)
         self.nats = NatsServer(cfg, self.router)
-        self.mq9 = None
-        self.http = None
+        self.mq9: Mq9Layer | None = None
+        self.http: MonitorServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         cfg = self.cfg
-        from robustmq.frontends.mq9 import attach as attach_mq9
-
         self.mq9 = attach_mq9(self)
         if cfg.nats_port:
             await self.nats.start(cfg.host, cfg.nats_port)
@@ -47,15 +49,9 @@ class Broker:
             if port:
                 log.info("%s listener on port %d: not built yet in this version, skipped", name, port)
         if cfg.http_port:
-            try:
-                from robustmq.http.monitor import MonitorServer
-            except ImportError:
-                log.warning("HTTP monitoring is not available in this build; port %d not opened",
-                            cfg.http_port)
-            else:
-                self.http = MonitorServer(self)
-                await self.http.start(cfg.host, cfg.http_port)
-                log.info("HTTP monitoring listening on %s:%d", cfg.host, self.http.port)
+            self.http = MonitorServer(self)
+            await self.http.start(cfg.host, cfg.http_port)
+            log.info("HTTP monitoring listening on %s:%d", cfg.host, self.http.port)
         self._tasks.append(asyncio.create_task(self._retention_loop()))
         log.info("data directory %s (durability=%s)", cfg.data_dir, cfg.durability)
 
@@ -95,10 +91,8 @@ async def serve(cfg: Config) -> None:
 
 
 def run(cfg: Config) -> None:
-    try:
+    if sys.platform != "win32":  # uvloop is a declared dependency there; its absence is an error
         import uvloop
 
         uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
     asyncio.run(serve(cfg))

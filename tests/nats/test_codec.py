@@ -100,7 +100,8 @@ def test_one_byte_at_a_time() -> None:
         (b"\x00\x01\x02garbage\r\n", errors.UNKNOWN_OP),
         (b"HPUB foo 10 5\r\n", None),
         (b"SUB\r\n", None),
-        (b"UNSUB 1 x\r\n", None),
+        (b"UNSUB 1 2 3\r\n", None),
+        (b"CONNECT {\"name\":\"" + b"a" * 5000 + b"\"}\r\n", errors.MAX_CONTROL_LINE),
     ],
 )
 def test_errors(data: bytes, text: str | None) -> None:
@@ -131,3 +132,31 @@ def test_idle_tells_whether_a_frame_is_partial() -> None:
     assert not p.idle
     assert p.feed(b"NG\r\n") == [(OP_PING,)]
     assert p.idle
+
+
+def test_control_op_between_same_subject_pubs() -> None:
+    """A PING/PONG/UNSUB between two PUBs to one subject used to crash the batching (IndexError)."""
+    for mid, op in ((b"PING\r\n", (OP_PING,)), (b"PONG\r\n", (OP_PONG,)),
+                    (b"UNSUB 9\r\n", (OP_UNSUB, "9", None))):
+        ops = normalise(NatsParser().feed(b"PUB a 1\r\nx\r\n" + mid + b"PUB a 1\r\ny\r\n"))
+        assert ops == [(OP_PUB, "a", None, b"x", None), op, (OP_PUB, "a", None, b"y", None)]
+        ops = normalise(NatsParser().feed(b"PUB a r1 1\r\nx\r\n" + mid + b"PUB a r2 1\r\ny\r\n"))
+        assert ops == [(OP_PUB, "a", "r1", b"x", None), op, (OP_PUB, "a", "r2", b"y", None)]
+
+
+def test_unsub_with_a_bad_max_unsubscribes() -> None:
+    assert NatsParser().feed(b"UNSUB 1 -5\r\nUNSUB 2 x\r\n") == [(OP_UNSUB, "1", None),
+                                                                  (OP_UNSUB, "2", None)]
+
+
+@pytest.mark.parametrize("data,text", [
+    (b"PUB bad.\xfe 1\r\nx\r\n", errors.INVALID_PUB_SUBJECT),
+    (b"PUB a \xfe 1\r\nx\r\n", errors.INVALID_PUB_SUBJECT),
+    (b"HPUB bad.\xfe 12 13\r\nNATS/1.0\r\n\r\nx\r\n", errors.INVALID_PUB_SUBJECT),
+    (b"SUB bad.\xff 1\r\n", errors.INVALID_SUBJECT),
+    (b"SUB a q\xff 1\r\n", errors.INVALID_SUBJECT),
+])
+def test_invalid_utf8_is_refused_not_replaced(data: bytes, text: str) -> None:
+    p = NatsParser()
+    ops = p.feed(data + b"PING\r\n")
+    assert ops == [(OP_ERR, text, False), (OP_PING,)]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from robustmq.frontends.mq9.handlers import Mq9Layer
 
-def attach(broker: Any) -> Any:
-    """Hook the mq9 layer into the broker's router; returns the layer (or None when not built)."""
-    try:
-        from robustmq.frontends.mq9.handlers import Mq9Layer
-    except ImportError:
-        return None
+
+def attach(broker: Any) -> Mq9Layer:
+    """Hook the mq9 layer into the broker's router and start its expiry timer."""
     layer = Mq9Layer(broker.cfg, broker.router, broker.log)
     broker.router.add_interceptor(layer)
     layer.start()

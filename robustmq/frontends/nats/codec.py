@@ -14,7 +14,9 @@ whose first item is an OP_* code:
     (OP_ERR, text|None, fatal)                          # the peer broke the protocol (None: close
                                                         # without -ERR, as nats-server does)
 
-After a fatal error the parser stops producing operations.
+After a fatal error the parser stops producing operations. A subject, reply or queue that is not
+valid UTF-8 is refused without closing (`-ERR 'Invalid Publish Subject'` / `'Invalid Subject'`):
+subjects are text in every protocol robustmq speaks, so bytes are never replaced or passed through.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ OP_OK = 8
 OP_PUBS = 9
 OP_PUBR = 10
 
+_BAD_PUB_SUBJECT = (OP_ERR, errors.INVALID_PUB_SUBJECT, False)
+_BAD_SUBJECT = (OP_ERR, errors.INVALID_SUBJECT, False)
 _PING = (OP_PING,)
 _PONG = (OP_PONG,)
 _OK = (OP_OK,)
@@ -61,9 +65,13 @@ class NatsParser:
         pos = 0
         n = len(buf)
         mcl = self.max_control_line
-        last_subj = b""  # subject bytes of the OP_PUBS batch at the end of `out`
+        # the OP_PUBS / OP_PUBR batch a following PUB to the same subject may join: only while that
+        # batch is still the last operation (checked by identity, so a PING in between ends it)
+        last_subj = b""
+        last_op: tuple = ()
         last_list: list[bytes] = []
-        last_rsubj = b""  # the same for the OP_PUBR batch (PUBs with a reply subject)
+        last_rsubj = b""
+        last_rop: tuple = ()
         last_rlist: list[bytes] = []
         last_replies: list[str] = []
         while pos < n:
@@ -75,7 +83,9 @@ class NatsParser:
                     break
                 if buf[end:end + 2] != b"\r\n":
                     return self._fatal(out, errors.UNKNOWN_OP)
-                if hlen >= 0:
+                if subject is INVALID_TEXT or reply is INVALID_TEXT:
+                    out.append(_BAD_PUB_SUBJECT)
+                elif hlen >= 0:
                     out.append((OP_PUB, subject, reply, buf[pos + hlen:end], buf[pos:pos + hlen]))
                 else:
                     out.append((OP_PUB, subject, reply, buf[pos:end], None))
@@ -112,24 +122,44 @@ class NatsParser:
                     if buf[end:end + 2] != b"\r\n":
                         return self._fatal(out, errors.UNKNOWN_OP)
                     if reply is None:
-                        if subj == last_subj and out and out[-1][3] is last_list:
+                        if subj == last_subj and out and out[-1] is last_op:
                             last_list.append(buf[pos:end])
                         else:
+                            try:
+                                subject = subj.decode()
+                            except UnicodeDecodeError:
+                                out.append(_BAD_PUB_SUBJECT)
+                                pos = end + 2
+                                continue
                             last_subj = subj
                             last_list = [buf[pos:end]]
-                            out.append((OP_PUBS, subj.decode(errors="replace"), None, last_list))
-                    elif subj == last_rsubj and out and out[-1][3] is last_rlist:
-                        last_rlist.append(buf[pos:end])
-                        last_replies.append(reply.decode(errors="replace"))
+                            last_op = (OP_PUBS, subject, None, last_list)
+                            out.append(last_op)
                     else:
-                        last_rsubj = subj
-                        last_rlist = [buf[pos:end]]
-                        last_replies = [reply.decode(errors="replace")]
-                        out.append((OP_PUBR, subj.decode(errors="replace"), last_replies, last_rlist))
+                        try:
+                            rtext = reply.decode()
+                        except UnicodeDecodeError:
+                            out.append(_BAD_PUB_SUBJECT)
+                            pos = end + 2
+                            continue
+                        if subj == last_rsubj and out and out[-1] is last_rop:
+                            last_rlist.append(buf[pos:end])
+                            last_replies.append(rtext)
+                        else:
+                            try:
+                                subject = subj.decode()
+                            except UnicodeDecodeError:
+                                out.append(_BAD_PUB_SUBJECT)
+                                pos = end + 2
+                                continue
+                            last_rsubj = subj
+                            last_rlist = [buf[pos:end]]
+                            last_replies = [rtext]
+                            last_rop = (OP_PUBR, subject, last_replies, last_rlist)
+                            out.append(last_rop)
                     pos = end + 2
                 else:
-                    self._pending = (subj.decode(errors="replace"),
-                                     reply.decode(errors="replace") if reply else None, -1, size)
+                    self._pending = (_text(subj), _text(reply) if reply else None, -1, size)
                 continue
             c0 = line[:1]
             if c0 in (b"P", b"p"):
@@ -148,7 +178,7 @@ class NatsParser:
                 if op4 == b"PONG" and len(line.strip()) == 4:
                     out.append(_PONG)
                     continue
-            if len(line) > mcl and not line[:7].upper().startswith(b"CONNECT"):
+            if len(line) > mcl:  # CONNECT too, as nats-server
                 return self._fatal(out, errors.MAX_CONTROL_LINE)
             sp = line.split(None, 1)
             if not sp:
@@ -162,21 +192,24 @@ class NatsParser:
                 self._pending = r
             elif op == b"SUB":
                 a = rest.split()
-                if len(a) == 2:
-                    out.append((OP_SUB, a[0].decode(errors="replace"), None, a[1].decode(errors="replace")))
-                elif len(a) == 3:
-                    out.append((OP_SUB, a[0].decode(errors="replace"), a[1].decode(errors="replace"),
-                                a[2].decode(errors="replace")))
-                else:
+                if len(a) not in (2, 3):
                     return self._fatal(out, errors.SILENT_CLOSE)
+                try:
+                    sa = [x.decode() for x in a]
+                except UnicodeDecodeError:
+                    out.append(_BAD_SUBJECT)
+                    continue
+                if len(sa) == 2:
+                    out.append((OP_SUB, sa[0], None, sa[1]))
+                else:
+                    out.append((OP_SUB, sa[0], sa[1], sa[2]))
             elif op == b"UNSUB":
                 a = rest.split()
-                if len(a) == 1:
-                    out.append((OP_UNSUB, a[0].decode(errors="replace"), None))
-                elif len(a) == 2 and a[1].isdigit():
-                    out.append((OP_UNSUB, a[0].decode(errors="replace"), int(a[1])))
-                else:
+                if len(a) not in (1, 2):
                     return self._fatal(out, errors.SILENT_CLOSE)
+                # a max that is not a positive number unsubscribes at once, as nats-server does
+                mx = int(a[1]) if len(a) == 2 and a[1].isdigit() else None
+                out.append((OP_UNSUB, _text(a[0]), mx))
             elif op == b"CONNECT":
                 out.append((OP_CONNECT, rest))
             elif op == b"PING":
@@ -210,14 +243,24 @@ class NatsParser:
             hlen, size = -1, int(sizes[0])
         if size > self.max_payload:
             return errors.MAX_PAYLOAD
-        return (subject.decode(errors="replace"), reply.decode(errors="replace") if reply else None,
-                hlen, size)
+        return (_text(subject), _text(reply) if reply else None, hlen, size)
 
     def _fatal(self, out: list[tuple], text: str | None) -> list[tuple]:
         self.dead = True
         self._buf = b""
         out.append((OP_ERR, text, True))
         return out
+
+
+def _text(b: bytes) -> str:
+    """Strict UTF-8; invalid bytes give the INVALID_TEXT sentinel (checked by identity)."""
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return INVALID_TEXT
+
+
+INVALID_TEXT = "\x00invalid-utf8"  # a sid or subject that matches nothing
 
 
 def msg_frame(subject: str, sid: str, reply: str | None, payload: bytes) -> bytes:

@@ -33,10 +33,6 @@ PONG = b"PONG\r\n"
 PING = b"PING\r\n"
 OK = b"+OK\r\n"
 NO_RESPONDERS_HDR = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
-# A PING that arrives alone in a read is held this long for the bytes that follow it: nats-py (2.16)
-# writes flush()'s PING straight to the socket, ahead of the PUB/SUB commands still in its own
-# buffer, so without the hold its flush() would not cover what was published just before it.
-LONE_PING_HOLD_S = 0.005
 
 
 class ConnectOptions(msgspec.Struct):
@@ -102,8 +98,6 @@ class NatsSession(asyncio.Protocol):
         self.closed = False
         self.pings_out = 0
         self.last_pub_seq = 0
-        self._held_pings = 0  # lone PINGs whose PONG waits for the data that follows (see LONE_PING_HOLD_S)
-        self._hold_timer: asyncio.TimerHandle | None = None
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_scheduled = False
@@ -127,8 +121,6 @@ class NatsSession(asyncio.Protocol):
         self.closed = True
         if self._auth_timer:
             self._auth_timer.cancel()
-        if self._hold_timer:
-            self._hold_timer.cancel()
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
         self.subs.clear()
@@ -173,14 +165,6 @@ class NatsSession(asyncio.Protocol):
             elif code == OP_PING:
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
-                if self._held_pings:
-                    self._release_pings()  # PONGs stay in order
-                if len(ops) == 1 and not self.verbose and self.parser.idle:
-                    # a lone PING: hold its PONG for the commands that may be right behind it
-                    self._held_pings = 1
-                    self._hold_timer = asyncio.get_running_loop().call_later(
-                        LONE_PING_HOLD_S, self._release_pings)
-                    return
                 self._ping_barrier()
             elif code == OP_PONG:
                 self.pings_out = 0
@@ -197,9 +181,9 @@ class NatsSession(asyncio.Protocol):
                     return
                 gate = False
             elif code == OP_ERR:
-                return self.fail(op[1])
-        if self._held_pings and self.parser.idle:
-            self._release_pings()  # the data that followed a lone PING is in
+                if op[2]:
+                    return self.fail(op[1])
+                self.write(errors.err_line(op[1]))
 
     # ------------------------------------------------------------------ operations
     def _publish_one(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes) -> None:
@@ -285,21 +269,12 @@ class NatsSession(asyncio.Protocol):
 
     def _ping_barrier(self) -> None:
         if self.last_pub_seq > self.log.committed_seq:
-            # PONG only once this connection's earlier publishes are committed: a client's
-            # flush() is a durability barrier
+            # PONG only once the publishes that arrived before this PING are committed. That is a
+            # barrier for clients that write PING after their PUBs (the raw protocol, nats.go's
+            # Flush); nats-py writes flush()'s PING ahead of its buffered PUBs (docs/durability.md)
             self.log.on_commit(self.last_pub_seq, self._pong)
         else:
             self.write(PONG)
-
-    def _release_pings(self) -> None:
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        n, self._held_pings = self._held_pings, 0
-        if self.closed:
-            return
-        for _ in range(n):
-            self._ping_barrier()
 
     def _pong(self) -> None:
         if not self.closed:
