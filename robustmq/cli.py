@@ -37,6 +37,9 @@ def serve(
     max_control_line: Optional[int] = typer.Option(None, help="Max NATS control line [4096]"),
     max_pending: Optional[int] = typer.Option(None, help="Outbound bytes per connection before "
                                               "'Slow Consumer' [64 MiB]"),
+    max_pending_total: Optional[int] = typer.Option(None, help="Outbound bytes of all connections "
+                                                    "together; the largest backlogs are cut first "
+                                                    "[128 MiB]"),
     ping_interval: Optional[float] = typer.Option(None, help="Seconds between server PINGs [120]"),
     max_pings_out: Optional[int] = typer.Option(None, help="Unanswered PINGs before "
                                                 "'Stale Connection' [2]"),
@@ -64,6 +67,7 @@ def serve(
         "nats_port": nats_port, "mqtt_port": mqtt_port, "kafka_port": kafka_port,
         "http_port": http_port, "host": host, "data_dir": data_dir, "durability": durability,
         "max_payload": max_payload, "max_control_line": max_control_line, "max_pending": max_pending,
+        "max_pending_total": max_pending_total,
         "ping_interval_s": ping_interval, "max_pings_out": max_pings_out, "user": user,
         "password": password, "token": token, "retention_max_age_s": retention_max_age,
         "retention_max_bytes": retention_max_bytes,

@@ -38,6 +38,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_payload: int = 1 << 20
     max_control_line: int = 4096
     max_pending: int = 64 << 20  # per-connection outbound bytes before "Slow Consumer"
+    max_pending_total: int = 128 << 20  # all connections together; the largest backlogs are cut first
     ping_interval_s: float = 120.0
     max_pings_out: int = 2
     auth_timeout_s: float = 2.0

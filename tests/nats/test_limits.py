@@ -60,17 +60,78 @@ async def test_slow_consumer_is_closed_and_memory_stays_bounded() -> None:
         peak = max(peak, rss_mb(srv.proc.pid))
         assert peak < 300, f"server RSS peaked at {peak} MB"
         assert "slow consumer" in srv.log_text().lower()
-        sk.settimeout(5)
-        closed = False
-        try:
-            while sk.recv(1 << 20):
-                pass
-            closed = True
-        except (ConnectionResetError, socket.timeout):
-            closed = True
-        assert closed
+        assert closed_by_server(sk)
         assert await roundtrip_ok(srv)  # everyone else is fine
         w.close()
+    finally:
+        srv.cleanup()
+
+
+def closed_by_server(sk: socket.socket, timeout: float = 10.0) -> bool:
+    """True when the server closed (EOF or reset) within timeout; False when it is still open."""
+    sk.settimeout(timeout)
+    try:
+        while sk.recv(1 << 20):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def peak_rss_mb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
+    """10 subscribers that never read, under a flood: per-connection limits alone would let each
+    hold 64 MiB (about 550 MB of RSS here); the server-wide cap (here 32 MiB) bounds them all."""
+    srv = RobustMQ(extra_args=["--max-pending-total", str(32 << 20)]).start()
+    try:
+        sleepers = []
+        for i in range(10):
+            sk = socket.socket()
+            sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sk.connect(("127.0.0.1", srv.nats_port))
+            sk.recv(4096)
+            sk.sendall(b'CONNECT {"verbose":false}\r\nSUB flood %d\r\nPING\r\n' % i)
+            sleepers.append(sk)
+        reader = await nats.connect(srv.nats_url, allow_reconnect=False)
+        got = 0
+
+        async def count(msg) -> None:
+            nonlocal got
+            got += 1
+
+        await reader.subscribe("flood", cb=count)
+        await reader.flush()
+        time.sleep(0.2)
+        r, w = await raw(srv.nats_port)
+        chunk = (b"PUB flood 1024\r\n" + b"x" * 1024 + b"\r\n") * 256
+        deadline = time.monotonic() + 20
+        for _ in range(200):  # 50 MB offered; each sleeper could hold all of it
+            w.write(chunk)
+            await w.drain()
+            if time.monotonic() > deadline:
+                break
+        w.write(b"PING\r\n")
+        await w.drain()
+        assert await asyncio.wait_for(r.readline(), 30) == b"PONG\r\n"
+        peak = peak_rss_mb(srv.proc.pid)
+        print(f"peak RSS with 10 non-reading subscribers under a 50 MB flood: {peak} MB")
+        assert peak < 260, f"server RSS peaked at {peak} MB"
+        assert sum(closed_by_server(sk, 10) for sk in sleepers) >= 5
+        assert reader.is_connected  # the reader keeps up: it is never the one cut
+        assert await roundtrip_ok(srv)
+        await reader.close()
+        w.close()
+        for sk in sleepers:
+            sk.close()
     finally:
         srv.cleanup()
 

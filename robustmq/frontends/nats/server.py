@@ -37,6 +37,10 @@ class NatsServer:
         self._pinger: asyncio.Task[None] | None = None
         self._info_base: dict[str, object] = {}
         self.port = cfg.nats_port
+        # outbound bytes waiting in the transports of backlogged connections, all together
+        self.pending_total = 0
+        self._backlogged: set[NatsSession] = set()
+        self._enforcing = False
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -87,6 +91,38 @@ class NatsServer:
             bi += c.bytes_in
             bo += c.bytes_out
         return mi, mo, bi, bo
+
+    def account_backlog(self, conn: NatsSession, size: int) -> None:
+        """Record one connection's transport backlog (counted while asyncio has paused writing to
+        it). Past the server-wide cap, the largest backlogs are cut: they are the slowest readers."""
+        self.pending_total += size - conn._backlog
+        conn._backlog = size
+        if size:
+            self._backlogged.add(conn)
+        else:
+            self._backlogged.discard(conn)
+        if self.pending_total > self.cfg.max_pending_total and not self._enforcing:
+            self._enforcing = True
+            try:
+                self._enforce_total()
+            finally:
+                self._enforcing = False
+
+    def _enforce_total(self) -> None:
+        # only paused transports are counted: asyncio pauses a protocol only after it failed to hand
+        # its buffer to the socket, so every counted byte is a real backlog of a slow reader
+        for c in list(self._backlogged):  # refresh: a backlog may have drained since it was counted
+            t = c.transport
+            size = t.get_write_buffer_size() + c._out_size if t is not None and not c.closed else 0
+            self.pending_total += size - c._backlog
+            c._backlog = size
+            if not size:
+                self._backlogged.discard(c)
+        target = self.cfg.max_pending_total
+        for c in sorted(self._backlogged, key=lambda c: c._backlog, reverse=True):
+            if self.pending_total <= target:
+                break
+            c.slow_consumer()  # accounts itself out
 
     def check_auth(self, user: str, password: str, token: str) -> bool:
         cfg = self.cfg

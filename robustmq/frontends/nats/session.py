@@ -100,6 +100,7 @@ class NatsSession(asyncio.Protocol):
         self.last_pub_seq = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._backlog = 0  # this connection's share of server.pending_total (transport buffer bytes)
         self._flush_scheduled = False
         self._auth_timer: asyncio.TimerHandle | None = None
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
@@ -125,7 +126,18 @@ class NatsSession(asyncio.Protocol):
             self.router.unsubscribe(sub)
         self.subs.clear()
         self._out.clear()
+        self.server.account_backlog(self, 0)
         self.server.unregister(self)
+
+    # flow control: asyncio tells us when the transport's buffer crosses its high/low water marks;
+    # only connections between the two carry a backlog worth counting against the server-wide cap
+    def pause_writing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.server.account_backlog(self, self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        if not self.closed:
+            self.server.account_backlog(self, 0)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -310,6 +322,8 @@ class NatsSession(asyncio.Protocol):
             self._remove(sub)
         if self._out_size > self.max_pending:
             self.slow_consumer()
+        elif self._backlog:  # a reader that is already behind: count what it is given at once
+            self.server.account_backlog(self, self._backlog + len(frame))
 
     def deliver_many(self, sub: Subscription, subject: str, payloads: list[bytes]) -> None:
         """Several reply-less, header-less messages for one subscription: one buffer append."""
@@ -342,6 +356,8 @@ class NatsSession(asyncio.Protocol):
             self._remove(sub)
         if self._out_size > self.max_pending:
             self.slow_consumer()
+        elif self._backlog:
+            self.server.account_backlog(self, self._backlog + len(frame))
 
     def outbound_size(self) -> int:
         """Bytes queued for this client and not yet taken by the socket."""
@@ -370,14 +386,19 @@ class NatsSession(asyncio.Protocol):
         self.bytes_out += self._out_size
         self._out_size = 0
         t.writelines(out) if len(out) > 1 else t.write(out[0])
-        if t.get_write_buffer_size() > self.max_pending:
+        size = t.get_write_buffer_size()
+        if size > self.max_pending:
             self.slow_consumer()
+        elif self._backlog:  # writing is paused: keep this backlog's count current
+            self.server.account_backlog(self, size)
 
     def slow_consumer(self) -> None:
         if self.closed:
             return
         self.server.slow_consumers += 1
-        log.warning("slow consumer cid=%d %s: closing", self.cid, self.peer)
+        log.warning("slow consumer cid=%d %s: closing (backlog %d, out %d, total %d)", self.cid, self.peer,
+                    self._backlog, self._out_size, self.server.pending_total)
+        self.server.account_backlog(self, 0)
         self._out.clear()
         self._out_size = 0
         t = self.transport
