@@ -30,7 +30,7 @@ async def test_list_shape_and_delivery_order(server) -> None:
     ids = [await send(nc, mid, data, p) for p, data in plan]
     t1 = now_ms()
     reply = await request_json(nc, list_subject(mid))
-    assert set(reply) == {"mail_id", "messages"} and reply["mail_id"] == mid
+    assert set(reply) == {"mail_id", "messages", "total"} and reply["mail_id"] == mid
     msgs = reply["messages"]
     for e in msgs:
         assert set(e) == {"msg_id", "priority", "ts", "size"}, e
@@ -48,7 +48,7 @@ async def test_list_shape_and_delivery_order(server) -> None:
 async def test_list_empty_missing_and_public(server) -> None:
     nc = await connect(server.nats_url)
     mid = await create(nc)
-    assert await request_json(nc, list_subject(mid)) == {"mail_id": mid, "messages": []}
+    assert await request_json(nc, list_subject(mid)) == {"mail_id": mid, "messages": [], "total": 0}
     missing = "mail-zzzzzzzzzzzzzzzz-zzzzzzzzzzzzzzzz"
     assert_error(await request_json(nc, list_subject(missing)), "does not exist")
     name = unique_name("pub.list")

@@ -47,6 +47,9 @@ DELETE_PREFIX = "$mq9.AI.MAILBOX.DELETE."
 ALL_MASK = 0b111
 REPLAY_CHUNK = 512
 REPLAY_HIGH_WATER = 8 << 20  # pause a replay while the subscriber has this much unsent
+LIST_DEFAULT_LIMIT = 1000  # LIST entries per reply unless the request asks for another page size
+LIST_MAX_LIMIT = 10_000  # about 600 KB of JSON: a LIST reply always fits under max_payload
+LIST_YIELD_EVERY = 4096  # records scanned between two yields to the event loop
 
 _json = msgspec.json.Encoder()
 _group_enc = msgspec.msgpack.Encoder()
@@ -134,6 +137,7 @@ class Mq9Layer:
         self._dirty_groups: set[Group] = set()
         self.stats = Mq9Stats()
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # LIST pages being built
         # mailbox streams live exactly as long as their mailbox, not by the log's retention
         log_.retention_exempt.append(STREAM_PREFIX)
 
@@ -146,6 +150,8 @@ class Mq9Layer:
         for t in self._all_targets():
             if t.task:
                 t.task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
 
     def _all_targets(self) -> list[Target]:
         out: list[Target] = [t for ts in self.subs.values() for t in ts]
@@ -159,11 +165,11 @@ class Mq9Layer:
             if subject.startswith(STREAM_PREFIX):
                 self._send(subject, reply, hdr, payload, origin)
             elif subject == CREATE:
-                self._create(reply, payload)
+                self._create(origin, reply, payload)
             elif subject.startswith(LIST_PREFIX):
-                self._list(subject[len(LIST_PREFIX):], reply)
+                self._list(origin, subject[len(LIST_PREFIX):], reply, payload)
             elif subject.startswith(DELETE_PREFIX):
-                self._delete(subject[len(DELETE_PREFIX):], reply)
+                self._delete(origin, subject[len(DELETE_PREFIX):], reply)
             elif subject == PUBLIC_LIST:
                 if reply is None and origin is not None:
                     origin.send_error(f'Permissions Violation for Publish to "{subject}"')
@@ -172,7 +178,7 @@ class Mq9Layer:
                 raise Mq9Error(f"unknown mq9 subject {subject}")
         except Mq9Error as exc:
             if reply:
-                self._reply_now(reply, {"error": str(exc)})
+                self._reply_now(origin, reply, {"error": str(exc)})
 
     def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
                             origin: Any) -> None:
@@ -191,7 +197,7 @@ class Mq9Layer:
                     first = self.log.append_many(stream, recs)
                     self.stats.messages_stored += len(recs)
                     self._post_commit(("live_many", mb, first, recs))
-                    self._post_commit(("acks", replies, first))
+                    self._post_commit(("acks", origin, replies, first))
                     return
         for reply, payload in zip(replies, payloads):
             self.on_publish(subject, reply, None, payload, origin)
@@ -232,15 +238,15 @@ class Mq9Layer:
         meta: dict[str, int | str] = {"p": prio}
         if explicit_normal:
             meta["n"] = 1
-        rec = Record(now_ms(), payload, None, parse_headers(hdr) if hdr else None, meta)
+        rec = Record(now_ms(), payload, None, _publisher_headers(hdr) if hdr else None, meta)
         off = self.log.append(stream, rec)
         self.stats.messages_stored += 1
         # always queued: who is subscribed is decided at commit time (no gap at the switch)
         self._post_commit(("live", mb, off, rec))
         if reply:
-            self._post_commit(("reply", reply, b'{"msg_id":%d}' % off))
+            self._post_commit(("reply", origin, reply, b'{"msg_id":%d}' % off))
 
-    def _create(self, reply: str | None, body: bytes) -> None:
+    def _create(self, origin: Any, reply: str | None, body: bytes) -> None:
         req = self.registry.parse_create(body)
         if req.public and isinstance(req.name, str):
             old = self.registry.boxes.get(req.name)
@@ -252,15 +258,18 @@ class Mq9Layer:
             if mb.public:
                 self._post_commit(("public", mb))
         if reply:
-            self._post_commit(("reply", reply, _json.encode({"mail_id": mb.mail_id, "is_new": is_new})))
+            self._post_commit(("reply", origin, reply,
+                               _json.encode({"mail_id": mb.mail_id, "is_new": is_new})))
 
-    def _list(self, mail_id: str, reply: str | None) -> None:
-        if reply:
-            self._post_commit(("list", mail_id, reply))
+    def _list(self, origin: Any, mail_id: str, reply: str | None, body: bytes) -> None:
+        if not reply:
+            return
+        req = parse_list_request(body)
+        self._post_commit(("list", origin, reply, mail_id, req))
 
-    def _delete(self, rest: str, reply: str | None) -> None:
+    def _delete(self, origin: Any, rest: str, reply: str | None) -> None:
         mail_id, dot, msg = rest.rpartition(".")
-        if not dot or not msg.isdigit():
+        if not dot or not (msg.isascii() and msg.isdigit()):
             raise Mq9Error("use $mq9.AI.MAILBOX.DELETE.<mail_id>.<msg_id> with a numeric msg_id")
         mb = self.registry.get(mail_id)
         if mb is None:
@@ -268,24 +277,52 @@ class Mq9Layer:
         stream = self.log.get_stream(mb.stream_name)
         deleted = stream is not None and self.log.delete_record(stream, int(msg))
         if reply:
-            self._post_commit(("reply", reply, _json.encode({"deleted": deleted})))
+            self._post_commit(("reply", origin, reply, _json.encode({"deleted": deleted})))
 
-    def _list_reply(self, mail_id: str) -> dict[str, Any]:
+    async def _list_page(self, origin: Any, reply: str, mail_id: str, req: ListRequest) -> None:
+        """One page of LIST in delivery order, built by one pass over the stream that yields to the
+        loop between chunks, so a huge mailbox never stalls other clients."""
+        try:
+            obj = await self._list_reply(mail_id, req)
+        except Mq9Error as exc:
+            obj = {"error": str(exc)}
+        if not origin.closed:
+            origin.reply(reply, _json.encode(obj))
+
+    async def _list_reply(self, mail_id: str, req: ListRequest) -> dict[str, Any]:
         mb = self.registry.get(mail_id)
         if mb is None:
-            return {"error": f"mailbox {mail_id} does not exist"}
+            raise Mq9Error(f"mailbox {mail_id} does not exist")
+        after = parse_cursor(req.cursor)
+        limit = req.limit
+        buckets: list[list[tuple[int, int, int, int]]] = [[], [], []]
+        total = 0
         stream = self.log.get_stream(mb.stream_name)
-        messages = []
         if stream is not None:
-            for p in range(3):
-                for off, rec in self.log.read(stream):
-                    if _prio(rec) == p:
-                        messages.append({"msg_id": off, "priority": PRIORITIES[p], "ts": rec.ts,
-                                         "size": len(rec.payload)})
-        return {"mail_id": mail_id, "messages": messages}
+            for off, rec in self.log.read(stream):
+                total += 1
+                if total % LIST_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                    if self.registry.get(mail_id) is not mb:
+                        raise Mq9Error(f"mailbox {mail_id} does not exist")
+                p = _prio(rec)
+                if (p, off) <= after:
+                    continue
+                b = buckets[p]
+                if len(b) <= limit:  # one more than a page: tells whether a next page exists
+                    b.append((p, off, rec.ts, len(rec.payload)))
+        page = (buckets[0] + buckets[1] + buckets[2])[:limit + 1]
+        out: dict[str, Any] = {"mail_id": mail_id, "messages": [
+            {"msg_id": off, "priority": PRIORITIES[p], "ts": ts, "size": size}
+            for p, off, ts, size in page[:limit]], "total": total}
+        if len(page) > limit:
+            p, off = page[limit - 1][0], page[limit - 1][1]
+            out["next"] = f"{PRIORITIES[p]}:{off}"
+        return out
 
-    def _reply_now(self, reply: str, obj: dict[str, Any]) -> None:
-        self.router.publish(reply, None, None, _json.encode(obj))
+    def _reply_now(self, origin: Any, reply: str, obj: dict[str, Any]) -> None:
+        if origin is not None:
+            origin.reply(reply, _json.encode(obj))
 
     # ------------------------------------------------------------------ after commit
     def _post_commit(self, item: tuple[Any, ...]) -> None:
@@ -302,20 +339,25 @@ class Mq9Layer:
             if kind == "live":
                 self._deliver_live(item[1], item[2], item[3])
             elif kind == "reply":
-                self.router.publish(item[1], None, None, item[2])
+                if item[1] is not None:
+                    item[1].reply(item[2], item[3])
             elif kind == "acks":
-                publish = self.router.publish
-                first = item[2]
-                for i, reply in enumerate(item[1]):
-                    if reply:
-                        publish(reply, None, None, b'{"msg_id":%d}' % (first + i))
+                origin, first = item[1], item[3]
+                if origin is not None and not origin.closed:
+                    reply_to = origin.reply
+                    for i, reply in enumerate(item[2]):
+                        reply_to(reply, b'{"msg_id":%d}' % (first + i))
             elif kind == "live_many":
                 mb, first, recs = item[1], item[2], item[3]
                 if mb.mail_id in self.subs or mb.mail_id in self.groups_by_mail:
                     for i, rec in enumerate(recs):
                         self._deliver_live(mb, first + i, rec)
             elif kind == "list":
-                self.router.publish(item[2], None, None, _json.encode(self._list_reply(item[1])))
+                if item[1] is not None:
+                    task = asyncio.get_running_loop().create_task(
+                        self._list_page(item[1], item[2], item[3], item[4]))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             elif kind == "public":
                 mb = item[1]
                 self._public_event({"event": "created", "mail_id": mb.mail_id, "desc": mb.desc,
@@ -557,6 +599,48 @@ class Mq9Layer:
     # ------------------------------------------------------------------ monitoring
     def mailbox_count(self) -> int:
         return len(self.registry.boxes)
+
+
+class ListRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """LIST's optional body: a page size and where the previous page ended."""
+
+    limit: int = LIST_DEFAULT_LIMIT
+    cursor: str | None = None
+
+
+_list_decoder = msgspec.json.Decoder(ListRequest)
+
+
+def parse_list_request(body: bytes) -> ListRequest:
+    if not body.strip():
+        return ListRequest()
+    try:
+        req = _list_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise Mq9Error(f"invalid list request: {exc}") from None
+    except msgspec.DecodeError:
+        raise Mq9Error("invalid list request: body is not valid JSON") from None
+    if not 1 <= req.limit <= LIST_MAX_LIMIT:
+        raise Mq9Error(f"limit must be between 1 and {LIST_MAX_LIMIT}")
+    parse_cursor(req.cursor)
+    return req
+
+
+def parse_cursor(cursor: str | None) -> tuple[int, int]:
+    """`"<priority>:<msg_id>"` (a LIST reply's `next`) -> the (priority index, msg_id) it stands for."""
+    if cursor is None:
+        return (-1, -1)
+    name, sep, num = cursor.partition(":")
+    if not sep or name not in PRIORITY_INDEX or not (num.isascii() and num.isdigit()):
+        raise Mq9Error("invalid cursor: pass the \"next\" value of the previous LIST reply")
+    return (PRIORITY_INDEX[name], int(num))
+
+
+def _publisher_headers(hdr: bytes) -> list[tuple[bytes, bytes]] | None:
+    """The publisher's headers without any `mq9-*` name: those belong to the broker, which sets
+    them on delivery; a forged `mq9-msg-id` or `mq9-priority` is never stored."""
+    pairs = [kv for kv in parse_headers(hdr) if not kv[0].lower().startswith(b"mq9-")]
+    return pairs or None
 
 
 def _prio(rec: Record) -> int:

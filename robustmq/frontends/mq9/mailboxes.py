@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import re
 import secrets
 import time
@@ -20,6 +21,7 @@ PRIORITY_INDEX = {name: i for i, name in enumerate(PRIORITIES)}
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 MAX_NAME_LEN = 128
+MAX_DESC_LEN = 1024  # characters; a desc is sent to every PUBLIC.LIST subscriber
 _RESERVED_LAST = frozenset(("urgent", "critical", "normal", "*"))
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -97,9 +99,15 @@ class MailboxRegistry:
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
         self.boxes: dict[str, Mailbox] = {}
+        # (expires_ms, mail_id), earliest first: the sweep pops what is due instead of scanning
+        # every mailbox; an entry whose mailbox is gone or was re-created is skipped when popped
+        self._expiry: list[tuple[int, str]] = []
         for _, v in log.scan_meta(MAILBOX_NS):
             mb = _mbox_decoder.decode(v)
             self.boxes[mb.mail_id] = mb
+            if mb.expires_ms:
+                self._expiry.append((mb.expires_ms, mb.mail_id))
+        heapq.heapify(self._expiry)
 
     def parse_create(self, body: bytes) -> CreateRequest:
         if not body.strip():
@@ -121,6 +129,10 @@ class MailboxRegistry:
             raise Mq9Error(f"ttl {ttl} is above the maximum of {self.max_ttl} seconds")
         return ttl
 
+    def _watch(self, mb: Mailbox) -> None:
+        if mb.expires_ms:
+            heapq.heappush(self._expiry, (mb.expires_ms, mb.mail_id))
+
     def get(self, mail_id: str, now: int | None = None) -> Mailbox | None:
         mb = self.boxes.get(mail_id)
         if mb is not None and mb.expired(now if now is not None else now_ms()):
@@ -139,8 +151,11 @@ class MailboxRegistry:
             if req.name is not None:
                 raise Mq9Error("\"name\" is only for public mailboxes (set \"public\": true)")
             mail_id = new_private_id()
+        if len(req.desc) > MAX_DESC_LEN:
+            raise Mq9Error(f"desc is longer than {MAX_DESC_LEN} characters")
         mb = Mailbox(mail_id, bool(req.public), req.desc or "", ttl, now, now + ttl * 1000 if ttl else 0)
         self.boxes[mail_id] = mb
+        self._watch(mb)
         self.log.put_meta(MAILBOX_NS, mail_id, _mbox_encoder.encode(mb))
         return mb, True
 
@@ -151,7 +166,19 @@ class MailboxRegistry:
         return mb
 
     def expired_now(self, now: int) -> list[Mailbox]:
-        return [mb for mb in self.boxes.values() if mb.expired(now)]
+        """Mailboxes whose TTL has run out, from the expiry heap: O(due), not O(mailboxes)."""
+        out: list[Mailbox] = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            exp, mail_id = heapq.heappop(heap)
+            mb = self.boxes.get(mail_id)
+            if mb is not None and mb.expires_ms == exp:
+                out.append(mb)
+        return out
+
+    def next_expiry(self) -> int | None:
+        """When the earliest mailbox expires (ms), or None."""
+        return self._expiry[0][0] if self._expiry else None
 
     def public(self, now: int) -> list[Mailbox]:
         return [mb for mb in self.boxes.values() if mb.public and not mb.expired(now)]

@@ -100,6 +100,7 @@ class NatsSession(asyncio.Protocol):
         self.last_pub_seq = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._reply_subs: dict[str, Subscription] = {}  # reply-subject parent -> own subscription
         self._backlog = 0  # this connection's share of server.pending_total (transport buffer bytes)
         self._flush_scheduled = False
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -358,6 +359,26 @@ class NatsSession(asyncio.Protocol):
             self.slow_consumer()
         elif self._backlog:
             self.server.account_backlog(self, self._backlog + len(frame))
+
+    def reply(self, subject: str, payload: bytes) -> bool:
+        """Deliver a broker reply to this connection's own subscription on `subject`, never through
+        the general subject match (mq9 replies carry mail_ids: a `SUB >` spy must not see them).
+        False when this connection has no subscription that matches."""
+        if self.closed:
+            return False
+        parent = subject.rpartition(".")[0]
+        sub = self._reply_subs.get(parent)
+        if sub is None or self.subs.get(sub.sid) is not sub or not (
+                sub.subject == parent + ".*" or subject_matches(sub.subject, subject)):
+            sub = next((s for s in self.subs.values() if not s.queue and subject_matches(s.subject, subject)),
+                       None)
+            if sub is None:
+                return False
+            if len(self._reply_subs) >= 64:
+                self._reply_subs.clear()
+            self._reply_subs[parent] = sub
+        self.deliver(sub, subject, None, None, payload)
+        return True
 
     def outbound_size(self) -> int:
         """Bytes queued for this client and not yet taken by the socket."""
