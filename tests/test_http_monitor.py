@@ -16,7 +16,6 @@ from typing import Any
 
 import nats
 import pytest
-
 from procs import RobustMQ
 
 HTTP_TIMEOUT = 5.0
@@ -183,8 +182,8 @@ async def test_varz_fields_and_message_counters(mon) -> None:
     # the same protocol-level version as INFO, the product's own beside it
     assert before["version"] == "2.10.0" and before["robustmq_version"]
     assert re.fullmatch(r"(\d+y)?(\d+d)?(\d+h)?(\d+m)?\d+s", before["uptime"])
-    start = dt.datetime.fromisoformat(before["start"].replace("Z", "+00:00"))
-    now = dt.datetime.fromisoformat(before["now"].replace("Z", "+00:00"))
+    start = dt.datetime.fromisoformat(before["start"])
+    now = dt.datetime.fromisoformat(before["now"])
     assert start <= now
     assert before["mem"] > 1 << 20 and before["cores"] >= 1
     assert before["routes"] == 0 and before["remotes"] == 0
@@ -429,5 +428,178 @@ async def test_errors_and_survival(mon) -> None:
 
 
 def _urllib_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as resp:  # loopback only
         return json.loads(resp.read())
+
+
+# ----------------------------------------------------------------- mail_id secrecy, auth, idle clients
+
+MONITOR_PATHS = (
+    "/", "/healthz", "/varz", "/metrics",
+    "/connz", "/connz?subs=1", "/connz?subs=true", "/connz?subs=detail", "/connz?sort=subs&subs=detail",
+    "/subsz", "/subsz?subs=1", "/subsz?subs=detail", "/subscriptionsz?subs=1",
+)
+
+
+async def test_monitoring_never_reveals_private_mail_ids(mon) -> None:
+    tag = secrets.token_hex(3)
+    owner = await connect(mon)
+    try:
+        reply = await owner.request("$mq9.AI.MAILBOX.CREATE", b'{"ttl":60}', timeout=3)
+        mail_id = json.loads(reply.data)["mail_id"]
+        assert mail_id.startswith("mail-")
+        public = f"mon.pub-{tag}"
+        created = await owner.request(
+            "$mq9.AI.MAILBOX.CREATE", json.dumps({"ttl": 60, "public": True, "name": public}).encode(), timeout=3)
+        assert json.loads(created.data)["mail_id"] == public
+    finally:
+        await owner.close()
+    # an agent that puts its mail_id everywhere a client can: name, mailbox subs, queue group, plain subs
+    agent = await connect(mon, name=f"agent-{mail_id}")
+    try:
+        await agent.subscribe(f"$mq9.AI.MAILBOX.MSG.{mail_id}.*")
+        await agent.subscribe(f"$mq9.AI.MAILBOX.MSG.{mail_id}.urgent", queue="workers")
+        await agent.subscribe(f"$mq9.AI.MAILBOX.LIST.{mail_id}")
+        await agent.subscribe(f"agents.{mail_id}.status", queue=f"q-{mail_id}")
+        await agent.subscribe(f"$mq9.AI.MAILBOX.MSG.{public}.*")
+        await agent.flush()
+
+        async def five():
+            s = await get_json(mon.http_port, "/subsz")
+            return s if s["num_subscriptions"] >= 5 else None
+
+        await wait_for(five)
+        oracle = ("$mq9.AI.MAILBOX.MSG." + mail_id, f"$mq9.AI.MAILBOX.MSG.{mail_id}.urgent",
+                  f"$mq9.AI.MAILBOX.LIST.{mail_id}", f"agents.{mail_id}.status")
+        paths = MONITOR_PATHS + tuple(f"/subsz?test={t}" for t in oracle) + tuple(
+            f"/subsz?subs=1&test={t}" for t in oracle)
+        for path in paths:
+            r = await http(mon.http_port, path)
+            assert r.status == 200, (path, r.status, r.body)
+            body = r.body.decode()
+            assert mail_id not in body, path
+            # not even a recognisable piece of it
+            for piece in mail_id[len("mail-"):].split("-"):
+                assert piece not in body, (path, piece)
+        for t in oracle:  # /subsz?test= is no oracle for a private mailbox's subscribers
+            assert (await get_json(mon.http_port, f"/subsz?test={t}"))["total"] == 0, t
+
+        connz = await get_json(mon.http_port, "/connz?subs=1")
+        mine = [c for c in connz["connections"] if c["name"].startswith("agent-")]
+        assert len(mine) == 1 and mine[0]["name"] == "agent-mail-…"
+        listed = mine[0]["subscriptions_list"]
+        assert "$mq9.AI.MAILBOX.MSG.mail-…" in listed and "$mq9.AI.MAILBOX.LIST.mail-…" in listed
+        assert f"$mq9.AI.MAILBOX.MSG.{public}.*" in listed  # public names stay visible
+        assert mine[0]["subscriptions"] == 5
+        detail = await get_json(mon.http_port, "/connz?subs=detail")
+        rows = next(c for c in detail["connections"] if c["name"].startswith("agent-"))
+        assert {d.get("qgroup") for d in rows["subscriptions_list_detail"]} >= {"workers", "q-mail-…"}
+        subsz = await get_json(mon.http_port, "/subsz?subs=1")
+        subjects = {s["subject"] for s in subsz["subscriptions_list"]}
+        assert f"$mq9.AI.MAILBOX.MSG.{public}.*" in subjects
+        assert "$mq9.AI.MAILBOX.MSG.mail-…" in subjects
+        assert subsz["total"] >= 5
+        public_test = await get_json(mon.http_port, f"/subsz?test=$mq9.AI.MAILBOX.MSG.{public}.normal")
+        assert public_test["total"] == 1
+    finally:
+        await agent.close()
+
+
+async def _check_auth_server(port: int, good: list[dict[str, str]], bad: list[dict[str, str]]) -> None:
+    async def get(path: str, headers: dict[str, str], method: str = "GET") -> Resp:
+        req = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        req += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return await http_raw(port, req.encode() + b"\r\n")
+
+    # liveness probes stay open, with or without (even wrong) credentials
+    for h in ({}, *bad):
+        r = await get("/healthz", h)
+        assert r.status == 200 and r.json() == {"status": "ok"}
+    for path in ("/", "/varz", "/connz", "/connz?subs=1", "/subsz?subs=1", "/subscriptionsz",
+                 "/metrics", "/nope", "/varz/"):
+        for h in ({}, *bad):
+            for method in ("GET", "HEAD"):
+                r = await get(path, h, method)
+                assert r.status == 401, (path, h, method, r.status)
+                assert r.headers["www-authenticate"] == 'Basic realm="robustmq"'
+                assert b"server_id" not in r.body and b"robustmq_" not in r.body
+        for h in good:
+            r = await get(path, h)
+            assert r.status == (404 if path == "/nope" else 200), (path, h, r.status)
+    r = await get("/varz", good[0], "POST")
+    assert r.status == 405
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+async def test_monitoring_requires_user_password_when_clients_need_it() -> None:
+    s = RobustMQ(http=True, extra_args=["--user", "mon-u", "--password", "s3cr3t"]).start()
+    try:
+        await _check_auth_server(
+            s.http_port,
+            good=[_basic("mon-u", "s3cr3t"), {"authorization": _basic("mon-u", "s3cr3t")["Authorization"]}],
+            bad=[_basic("mon-u", "wrong"), _basic("other", "s3cr3t"), _basic("mon-u", ""),
+                 {"Authorization": "Bearer s3cr3t"}, {"Authorization": "Basic !!notbase64"},
+                 {"Authorization": "Basic"}, {"Authorization": "Digest username=mon-u"}])
+        # the NATS side still works with the same credentials
+        nc = await nats.connect(s.nats_url, user="mon-u", password="s3cr3t", allow_reconnect=False)
+        await nc.flush()
+        await nc.close()
+        # stock HTTP client with Basic auth
+        mgr = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        mgr.add_password(None, f"http://127.0.0.1:{s.http_port}/", "mon-u", "s3cr3t")
+        opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(mgr))
+
+        def fetch() -> Any:
+            with opener.open(f"http://127.0.0.1:{s.http_port}/varz", timeout=HTTP_TIMEOUT) as resp:
+                return json.loads(resp.read())
+
+        assert (await asyncio.to_thread(fetch))["auth_required"] is True
+    finally:
+        s.cleanup()
+
+
+async def test_monitoring_requires_token_when_clients_need_it() -> None:
+    s = RobustMQ(http=True, extra_args=["--token", "tok-123"]).start()
+    try:
+        await _check_auth_server(
+            s.http_port,
+            good=[{"Authorization": "Bearer tok-123"}, {"Authorization": "bearer tok-123"},
+                  _basic("anyone", "tok-123"), _basic("tok-123", "")],
+            bad=[{"Authorization": "Bearer tok-12"}, {"Authorization": "Bearer tok-1234"},
+                 {"Authorization": "Bearer"}, _basic("anyone", "nope"), _basic("", "")])
+    finally:
+        s.cleanup()
+
+
+async def test_idle_http_clients_do_not_lock_out_healthz(mon) -> None:
+    port = mon.http_port
+    idle: list[asyncio.StreamWriter] = []
+    try:
+        for i in range(300):
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            if i % 3 == 0:
+                w.write(b"GET /varz HTT")  # a partial head is as idle as none
+            idle.append(w)
+        for w in idle:
+            await w.drain()
+        await asyncio.sleep(0.2)  # let the server accept them all
+        for _ in range(5):
+            t0 = asyncio.get_running_loop().time()
+            r = await asyncio.wait_for(http(port, "/healthz"), 1.0)
+            assert r.status == 200, (r.status, r.body)
+            assert asyncio.get_running_loop().time() - t0 < 1.0
+        results = await asyncio.gather(*(http(port, "/varz") for _ in range(20)))
+        assert all(r.status == 200 for r in results)
+    finally:
+        for w in idle:
+            w.close()
+    # and once they are gone the server is healthy and NATS is unaffected
+    assert (await get_json(port, "/healthz")) == {"status": "ok"}
+    nc = await connect(mon)
+    await nc.flush()
+    await nc.close()

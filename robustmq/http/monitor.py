@@ -8,13 +8,32 @@ extra fields.
 Everything is read from counters the broker already keeps on its event loop; a request never
 touches the publish path. The HTTP side is deliberately small: one request per connection
 (``Connection: close``), request line + headers bounded to 8 KiB, bodies ignored.
+
+Access: when clients must authenticate (``--user``/``--password`` or ``--token``), every endpoint
+except ``/healthz`` requires the same credentials: HTTP Basic ``user:password``, or for a token
+``Authorization: Bearer <token>`` (Basic with the token as password, or as user with an empty
+password, works too); anything else gets 401. ``/healthz`` stays open for liveness probes: it
+answers only ``{"status": "ok"}`` or 503 and reveals nothing about clients, subjects or mailboxes.
+
+Secrecy (SPEC §4, §8): a private mailbox id (``mail-…``) is a capability, so no endpoint shows one.
+Subjects under ``$mq9.AI.MAILBOX.`` are cut at their ``mail-`` token (``$mq9.AI.MAILBOX.MSG.mail-…``),
+anything shaped like a private id in other client-supplied strings (connection names, subjects, queue
+groups, sids) is replaced by ``mail-…``, and ``/subsz?test=`` never matches such subscriptions.
+Public mailbox names are not secret and stay visible.
+
+Capacity: at most MAX_CLIENTS monitoring connections are open at once. When a new one arrives at the
+cap, the oldest connection that has not sent a complete request head is closed to make room (failing
+that, the oldest one lingering after its response), so idle sockets cannot lock out a health probe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import datetime as dt
+import hmac
 import logging
 import math
 import os
@@ -39,14 +58,14 @@ log = logging.getLogger("robustmq.http")
 MAX_REQUEST_HEAD = 8 * 1024  # request line + headers
 READ_TIMEOUT_S = 10.0  # a client gets this long to send its request head
 LINGER_S = 1.0  # after the response: read (and discard) what the client still sends, then close
-MAX_CLIENTS = 256  # concurrent monitoring connections; more get 503
+MAX_CLIENTS = 256  # open monitoring connections; the oldest idle one is closed to admit a new one
 DEFAULT_LIMIT = 1024  # /connz and /subsz page size, as nats-server
 ALLOW = "GET, HEAD"
 PROM_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
 
 _REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
     408: "Request Timeout", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
@@ -54,6 +73,14 @@ _METHOD_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VERSION_RE = re.compile(r"^HTTP/(\d)\.(\d)$")
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("", "0", "false", "no", "off"))
+AUTH_CHALLENGE = 'Basic realm="robustmq"'
+OPEN_PATHS = frozenset(("/healthz",))  # answered without credentials (liveness probes)
+
+MAILBOX_PREFIX = "$mq9.AI.MAILBOX."
+PRIVATE_ID_PREFIX = "mail-"
+REDACTED_ID = "mail-…"
+# the shape of a private id (`mail-<16 base36>-<16 base36>`), loosely, wherever a client may have put one
+_PRIVATE_ID_RE = re.compile(r"mail-[0-9a-z]{8,}-[0-9a-z]{8,}", re.IGNORECASE)
 
 _json = msgspec.json.Encoder()
 
@@ -63,6 +90,40 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+# ------------------------------------------------------------------------------------------ secrecy
+
+def redact_text(text: str) -> str:
+    """Replace anything shaped like a private mailbox id in a client-supplied string."""
+    if "mail-" not in text.lower():
+        return text
+    return _PRIVATE_ID_RE.sub(REDACTED_ID, text)
+
+
+def redact_subject(subject: str) -> str:
+    """`$mq9.AI.MAILBOX.<KIND>.mail-…` for a private mailbox's subject; keeps no character of the id
+    (nor what follows it). Public mailbox names and other subjects pass through `redact_text`."""
+    if subject.startswith(MAILBOX_PREFIX):
+        tokens = subject.split(".")
+        for i in range(4, len(tokens)):  # after `$mq9`, `AI`, `MAILBOX`
+            if tokens[i].lower().startswith(PRIVATE_ID_PREFIX):
+                return ".".join(tokens[:i]) + "." + REDACTED_ID
+    return redact_text(subject)
+
+
+def is_private_subject(subject: str) -> bool:
+    return redact_subject(subject) != subject
+
+
+class _Conn:
+    """One monitoring connection; `evicted` is set when it was closed to make room for another."""
+
+    __slots__ = ("evicted", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.evicted = False
 
 
 # ---------------------------------------------------------------------------------------- formatting
@@ -167,7 +228,11 @@ class MonitorServer:
         self.host = ""
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._active = 0
+        # open connections; those still waiting for a request head; those lingering after the response.
+        # Dicts keep insertion order, so the first key is the oldest (the one to evict first).
+        self._conns: dict[_Conn, None] = {}
+        self._idle: dict[_Conn, None] = {}
+        self._lingering: dict[_Conn, None] = {}
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
         self._cpu_pct = 0.0
         self.req_stats: dict[str, int] = {}
@@ -195,7 +260,7 @@ class MonitorServer:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
         if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
 
@@ -204,27 +269,51 @@ class MonitorServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        self._active += 1
+        conn = _Conn(writer)
+        if len(self._conns) >= MAX_CLIENTS:
+            self._evict_one()
+        over = len(self._conns) >= MAX_CLIENTS
+        self._conns[conn] = None
         try:
-            if self._active > MAX_CLIENTS:
+            if over:  # only when every slot is answering a request right now
                 self._send(writer, 503, *self._error_body(503, "too many monitoring connections"))
             else:
-                await self._serve_one(reader, writer)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._linger(reader, writer), LINGER_S)
+                self._idle[conn] = None
+                await self._serve_one(reader, writer, conn)
+            if not conn.evicted:
+                self._idle.pop(conn, None)  # still there after an error answered before a full head
+                self._lingering[conn] = None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._linger(reader, writer), LINGER_S)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - one bad request must not take the listener down
+        except Exception:  # one bad request must not take the listener down
             log.exception("monitoring request failed")
         finally:
-            self._active -= 1
+            self._conns.pop(conn, None)
+            self._idle.pop(conn, None)
+            self._lingering.pop(conn, None)
             if task is not None:
                 self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), LINGER_S)
+
+    def _evict_one(self) -> None:
+        """Free a slot now: close the oldest connection still waiting for its request head, else the
+        oldest one lingering after its response (it has had the longest to read it).
+
+        Aborting the socket wakes every read or drain it waits in, so its task ends on its own."""
+        pool = self._idle or self._lingering
+        if not pool:
+            return
+        victim = next(iter(pool))
+        del pool[victim]
+        self._conns.pop(victim, None)
+        victim.evicted = True
+        victim.writer.transport.abort()
 
     async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Half-close, then drain what the client still sends (an ignored body, the rest of a bad
@@ -235,27 +324,35 @@ class MonitorServer:
         while await reader.read(65536):
             pass
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         conn: _Conn) -> None:
         try:
-            lines = await asyncio.wait_for(self._read_head(reader), READ_TIMEOUT_S)
-        except (asyncio.TimeoutError, TimeoutError):
-            self._send(writer, 408, *self._error_body(408, "request head not received in time"))
+            lines = await asyncio.wait_for(self._read_head(reader, conn), READ_TIMEOUT_S)
+        except TimeoutError:
+            if not conn.evicted:
+                self._send(writer, 408, *self._error_body(408, "request head not received in time"))
             return
         except HttpError as exc:
-            self._send(writer, exc.status, *self._error_body(exc.status, exc.message))
+            if not conn.evicted:
+                self._send(writer, exc.status, *self._error_body(exc.status, exc.message))
             return
-        if lines is None:
-            return  # the client went away before sending anything
+        if lines is None or conn.evicted:
+            return  # the client went away before sending anything, or was closed to make room
         head_only = False
+        extra: list[str] = []
         try:
-            method, target = self._parse_head(lines)
+            method, target, headers = self._parse_head(lines)
             head_only = method == "HEAD"
-            if method not in ("GET", "HEAD"):
-                raise HttpError(405, f"method {method} not allowed; use GET or HEAD")
             parts = urlsplit(target)
             path = parts.path or "/"
             if len(path) > 1:
                 path = path.rstrip("/") or "/"
+            # before anything else, so an unauthenticated caller learns nothing (not even which paths exist)
+            if path not in OPEN_PATHS and not self._authorized(headers.get("authorization")):
+                extra.append(f"WWW-Authenticate: {AUTH_CHALLENGE}")
+                raise HttpError(401, "authentication required")
+            if method not in ("GET", "HEAD"):
+                raise HttpError(405, f"method {method} not allowed; use GET or HEAD")
             handler = self.routes.get(path)
             if handler is None:
                 raise HttpError(404, f"no such endpoint {path}; see / for the list")
@@ -264,10 +361,41 @@ class MonitorServer:
             status, body, ctype = handler(query)
         except HttpError as exc:
             status, body, ctype = exc.status, *self._error_body(exc.status, exc.message)
-        self._send(writer, status, body, ctype, head_only)
+        self._send(writer, status, body, ctype, head_only, extra)
 
-    async def _read_head(self, reader: asyncio.StreamReader) -> list[bytes] | None:
-        """Request line and header lines (without line ends); None on EOF before any byte."""
+    def _authorized(self, authorization: str | None) -> bool:
+        """The client credentials of the broker, presented as HTTP Basic or Bearer (for a token)."""
+        cfg = self.broker.cfg
+        if not (cfg.user or cfg.token):
+            return True
+        if authorization is None:
+            return False
+        scheme, _, cred = authorization.strip().partition(" ")
+        scheme, cred = scheme.lower(), cred.strip()
+        user = password = b""
+        if scheme == "bearer":
+            if not cfg.token:
+                return False
+            presented = cred.encode("latin-1")
+        elif scheme == "basic":
+            try:
+                user, _, password = base64.b64decode(cred, validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                return False
+            presented = password or user  # `curl -u :TOKEN` or `curl -u TOKEN:`
+        else:
+            return False
+        if cfg.token:  # as the NATS side: a configured token is the only credential
+            return hmac.compare_digest(presented, cfg.token.encode())
+        # both compared every time: which of the two was wrong must not show in the timing
+        ok_user = hmac.compare_digest(user, cfg.user.encode())
+        ok_password = hmac.compare_digest(password, cfg.password.encode())
+        return ok_user and ok_password
+
+    async def _read_head(self, reader: asyncio.StreamReader, conn: _Conn) -> list[bytes] | None:
+        """Request line and header lines (without line ends); None on EOF before any byte.
+
+        The connection stops being idle (evictable) in the same step that completes its head."""
         lines: list[bytes] = []
         total = 0
         while True:
@@ -288,11 +416,13 @@ class MonitorServer:
             if not line:
                 if not lines:
                     continue  # tolerate empty lines before the request line (RFC 9112 §2.2)
+                self._idle.pop(conn, None)
                 return lines
             lines.append(line)
 
     @staticmethod
-    def _parse_head(lines: list[bytes]) -> tuple[str, str]:
+    def _parse_head(lines: list[bytes]) -> tuple[str, str, dict[str, str]]:
+        """(method, target, headers by lower-case name; the last of repeated ones wins)."""
         try:
             request_line = lines[0].decode("ascii")
         except UnicodeDecodeError as exc:
@@ -306,15 +436,17 @@ class MonitorServer:
             raise HttpError(400, "malformed request line")
         if m.group(1) != "1":
             raise HttpError(505, f"{version} is not supported; use HTTP/1.1")
-        if not (target.startswith("/") or target.startswith(("http://", "https://")) or target == "*"):
+        if not (target.startswith(("/", "http://", "https://")) or target == "*"):
             raise HttpError(400, "malformed request target")
         if any(ord(c) <= 32 or ord(c) == 127 for c in target):
             raise HttpError(400, "malformed request target")
+        headers: dict[str, str] = {}
         for h in lines[1:]:
-            name, colon, _ = h.partition(b":")
+            name, colon, value = h.partition(b":")
             if not colon or not name or name != name.strip() or b" " in name:
                 raise HttpError(400, "malformed header line")
-        return method, target
+            headers[name.decode("latin-1").lower()] = value.strip(b" \t").decode("latin-1")
+        return method, target, headers
 
     @staticmethod
     def _error_body(status: int, message: str) -> tuple[bytes, str]:
@@ -322,7 +454,7 @@ class MonitorServer:
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str,
-              head_only: bool = False) -> None:
+              head_only: bool = False, extra: list[str] | None = None) -> None:
         head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
                 f"Content-Type: {ctype}",
                 f"Content-Length: {len(body)}",
@@ -330,6 +462,8 @@ class MonitorServer:
                 "Connection: close"]
         if status == 405:
             head.append(f"Allow: {ALLOW}")
+        if extra:
+            head.extend(extra)
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         writer.write(data if head_only else data + body)
 
@@ -414,7 +548,7 @@ class MonitorServer:
         nats = self.broker.nats
         srv = getattr(nats, "_server", None)
         if self.broker.cfg.nats_port and (srv is None or not srv.is_serving()):
-            status, body, ctype = self._json({"status": "unavailable", "error": "NATS listener is down"})
+            _, body, ctype = self._json({"status": "unavailable", "error": "NATS listener is down"})
             return 503, body, ctype
         return self._json({"status": "ok"})
 
@@ -519,12 +653,12 @@ class MonitorServer:
                 "in_bytes": c.bytes_in,
                 "out_bytes": c.bytes_out,
                 "subscriptions": len(c.subs),
-                "name": c.name,
-                "lang": c.lang,
-                "version": c.version,
+                "name": redact_text(c.name),
+                "lang": redact_text(c.lang),
+                "version": redact_text(c.version),
             }
             if subs == "list":
-                info["subscriptions_list"] = [s.subject for s in c.subs.values()]
+                info["subscriptions_list"] = [redact_subject(s.subject) for s in c.subs.values()]
             elif subs == "detail":
                 info["subscriptions_list_detail"] = [self._sub_detail(s) for s in c.subs.values()]
             out.append(info)
@@ -540,10 +674,10 @@ class MonitorServer:
 
     @staticmethod
     def _sub_detail(s: Any) -> dict[str, Any]:
-        d: dict[str, Any] = {"subject": s.subject}
+        d: dict[str, Any] = {"subject": redact_subject(s.subject)}
         if s.queue:
-            d["qgroup"] = s.queue
-        d["sid"] = s.sid
+            d["qgroup"] = redact_text(s.queue)
+        d["sid"] = redact_text(s.sid)
         d["msgs"] = s.delivered
         if s.max_msgs:
             d["max"] = s.max_msgs
@@ -575,7 +709,9 @@ class MonitorServer:
         if subs or test is not None:
             every = [s for c in sorted(b.nats.conns.values(), key=lambda c: c.cid) for s in c.subs.values()]
             if test is not None:
-                every = [s for s in every if subject_matches(s.subject, test)]
+                # a private mailbox's subscriptions never match: ?test= must not confirm that an id is live
+                every = [s for s in every
+                         if not is_private_subject(s.subject) and subject_matches(s.subject, test)]
             page = every[offset:offset + limit]
             res["total"] = len(every)
             res["offset"] = offset
@@ -615,8 +751,9 @@ class MonitorServer:
         mq9 = b.mq9
         if mq9 is not None:
             ms = mq9.stats
-            dropped = [({"reason": "mq9_no_mailbox"}, ms.dropped_no_mailbox),
-                       ({"reason": "mq9_mailbox_full"}, ms.refused_full)]
+            dropped: list[tuple[dict[str, str], float]] = [
+                ({"reason": "mq9_no_mailbox"}, ms.dropped_no_mailbox),
+                ({"reason": "mq9_mailbox_full"}, ms.refused_full)]
         else:
             dropped = [({"reason": "mq9_no_mailbox"}, 0), ({"reason": "mq9_mailbox_full"}, 0)]
         p.family("robustmq_dropped_messages_total", "counter",
