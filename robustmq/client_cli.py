@@ -35,6 +35,7 @@ PENDING_BYTES_LIMIT = 1 << 30
 MQ9_CREATE = "$mq9.AI.MAILBOX.CREATE"
 MQ9_MSG = "$mq9.AI.MAILBOX.MSG."
 MQ9_LIST = "$mq9.AI.MAILBOX.LIST."
+LIST_MAX_PAGES = 1000  # a mailbox holds at most --mq9-max-messages; this bounds the loop
 MQ9_DELETE = "$mq9.AI.MAILBOX.DELETE."
 MQ9_PUBLIC_LIST = "$mq9.AI.PUBLIC.LIST"
 PRIORITIES = ("normal", "urgent", "critical")
@@ -376,10 +377,10 @@ def sub(
     def show(msg: Any) -> None:
         hdrs = dict(msg.headers or {})
         raw_id = hdrs.get("mq9-msg-id")
-        msg_id: Any = int(raw_id) if raw_id is not None and raw_id.isdigit() else raw_id
+        msg_id: Any = int(raw_id) if raw_id is not None and raw_id.isascii() and raw_id.isdigit() else raw_id
         prio = hdrs.get("mq9-priority") or _priority_from_subject(msg.subject)
         raw_ts = hdrs.get("mq9-ts")
-        ts: Any = int(raw_ts) if raw_ts is not None and raw_ts.isdigit() else raw_ts
+        ts: Any = int(raw_ts) if raw_ts is not None and raw_ts.isascii() and raw_ts.isdigit() else raw_ts
         text, clean = _decode_payload(msg.data)
         if as_json:
             obj = {"msg_id": msg_id, "priority": prio, "ts": ts, "subject": msg.subject,
@@ -414,11 +415,18 @@ def list_messages(
     _check_mail_id(mail_id)
 
     async def main() -> None:
+        messages: list[Any] = []
         async with _connection(server) as nc:
-            reply = await _request(nc, MQ9_LIST + mail_id)
-        messages = reply.get("messages")
-        if not isinstance(messages, list):
-            raise CliError(f"invalid reply to {MQ9_LIST + mail_id}: {reply}")
+            body = b""
+            for _ in range(LIST_MAX_PAGES):  # LIST is paged: follow `next` to the end
+                reply = await _request(nc, MQ9_LIST + mail_id, body)
+                page = reply.get("messages")
+                if not isinstance(page, list):
+                    raise CliError(f"invalid reply to {MQ9_LIST + mail_id}: {reply}")
+                messages.extend(page)
+                if not isinstance(reply.get("next"), str):
+                    break
+                body = json.dumps({"limit": 10_000, "cursor": reply["next"]}).encode()
         if as_json:
             for m in messages:
                 typer.echo(json.dumps({"mail_id": reply.get("mail_id", mail_id), **m},
@@ -446,7 +454,7 @@ def delete(
 ) -> None:
     """Delete one message from a mailbox; it is never delivered again."""
     _check_mail_id(mail_id)
-    if not msg_id.isdigit():
+    if not (msg_id.isascii() and msg_id.isdigit()):
         raise typer.BadParameter(f"{msg_id!r} is not a message id (a number)", param_hint="MSG_ID")
 
     async def main() -> None:
