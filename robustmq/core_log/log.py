@@ -275,6 +275,10 @@ class SegmentLog:
         else:
             self._commit_callbacks.append(callback)
 
+    def is_committed(self, seq: int) -> bool:
+        """Whether batch `seq` (a `batch_seq` taken when something was appended) is written."""
+        return seq <= self.committed_seq or not self.has_pending
+
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Run callback once everything appended so far is written (at once if nothing is pending)."""
         self.on_commit(self.batch_seq, callback)

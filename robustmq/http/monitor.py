@@ -686,7 +686,6 @@ class MonitorServer:
 
     def _subsz(self, q: dict[str, list[str]]) -> tuple[int, bytes, str]:
         b = self.broker
-        trie = b.router.trie
         offset = self._int(q, "offset", 0)
         limit = self._int(q, "limit", DEFAULT_LIMIT)
         subs = self._subs_mode(q)
@@ -694,17 +693,17 @@ class MonitorServer:
         if test is not None and not valid_publish_subject(test):
             raise HttpError(400, f"invalid test subject {test!r}: want a literal subject")
         total = self._subscription_count()
-        fanouts = [len(r.psubs) + len(r.qsubs) for r in trie.cache.values()]
+        fanouts = b.router.cached_fanouts()
         res: dict[str, Any] = {
             "server_id": b.nats.server_id,
             "now": rfc3339(time.time()),
             "num_subscriptions": total,
-            "num_cache": len(trie.cache),
+            "num_cache": len(fanouts),
             "max_fanout": max(fanouts, default=0),
             "avg_fanout": round(sum(fanouts) / len(fanouts), 2) if fanouts else 0.0,
             # robustmq: plain subscriptions live in the subject trie, mailbox ones in the mq9 layer
-            "num_trie": trie.count,
-            "num_mq9": max(total - trie.count, 0),
+            "num_trie": b.router.subscription_count,
+            "num_mq9": max(total - b.router.subscription_count, 0),
         }
         if subs or test is not None:
             every = [s for c in sorted(b.nats.conns.values(), key=lambda c: c.cid) for s in c.subs.values()]

@@ -1,47 +1,24 @@
 """publish -> log append -> matching subscribers of any protocol.
 
-A subscription is any object with `subject`, `queue` and `conn`, where `conn.deliver(sub, subject,
-reply, hdr, payload)` queues one message for that connection. Front-ends register subscriptions here
-and publish here; they never reach into each other. A `SubjectInterceptor` (mq9) owns a subject
-prefix: publishes and subscriptions under it go to the interceptor instead of the plain path.
+Front-ends speak to the router only through the neutral contract (`routing/contract.py`): a
+subscription is any object with `subject`, `queue` and `conn`, where `conn` is a `Connection`;
+publishes carry plain values and return a `Receipt`; refusals are `Refusal` values. A
+`SubjectOwner` (mq9) owns a subject prefix: publishes and subscriptions under it go to the owner.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 
 from robustmq.core_log import Record, SegmentLog
-from robustmq.routing.headers import parse_headers
+from robustmq.routing.contract import Connection, Headers, Receipt, Refusal, SubjectOwner, Subscription
 from robustmq.routing.subjects import SubjectPatterns, SubjectTrie, pick
 
-
-class Deliverer(Protocol):
-    no_echo: bool
-
-    def deliver(self, sub: Any, subject: str, reply: str | None, hdr: bytes | None,
-                payload: bytes) -> None: ...
-
-    def deliver_many(self, sub: Any, subject: str, payloads: list[bytes]) -> None: ...
-
-
-class SubjectInterceptor(Protocol):
-    prefix: str
-
-    def on_publish(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
-                   origin: Any) -> None: ...
-
-    def on_subscribe(self, sub: Any) -> str | None:
-        """Take the subscription (return None) or refuse it (return the -ERR text)."""
-
-    def on_unsubscribe(self, sub: Any) -> None: ...
-
-    def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
-                            origin: Any) -> None: ...
-
-    def wants_subscription(self, subject: str) -> bool: ...
+STREAM_CACHE_MAX = 100_000  # subject -> stream lookups kept; cleared when full
 
 
 class RouterStats(msgspec.Struct):
@@ -53,73 +30,109 @@ class RouterStats(msgspec.Struct):
 class Router:
     def __init__(self, log: SegmentLog, ephemeral: list[str]) -> None:
         self.log = log
-        self.trie = SubjectTrie()
+        self._trie = SubjectTrie()
         self.ephemeral = SubjectPatterns(ephemeral)
-        self.interceptors: list[SubjectInterceptor] = []
-        self._icp_firsts: frozenset[str] = frozenset()  # first characters of interceptor prefixes
+        self.owners: list[SubjectOwner] = []
+        self._owner_firsts: frozenset[str] = frozenset()  # first characters of owner prefixes
         self.stats = RouterStats()
         # subject -> its stream, or None for ephemeral subjects; dropped when a stream is deleted
         self._streams: dict[str, Any] = {}
         self._streams_gen = log.stream_gen
 
-    def add_interceptor(self, icp: SubjectInterceptor) -> None:
-        self.interceptors.append(icp)
-        self._icp_firsts = frozenset(i.prefix[0] for i in self.interceptors)
+    def add_owner(self, owner: SubjectOwner) -> None:
+        self.owners.append(owner)
+        self._owner_firsts = frozenset(o.prefix[0] for o in self.owners)
 
-    def _interceptor(self, subject: str) -> SubjectInterceptor | None:
-        for icp in self.interceptors:
-            if subject.startswith(icp.prefix):
-                return icp
+    def _owner(self, subject: str) -> SubjectOwner | None:
+        for o in self.owners:
+            if subject.startswith(o.prefix):
+                return o
         return None
+
+    # ------------------------------------------------------------------ durability
+    @property
+    def write_seq(self) -> int:
+        """The log batch that a publish made now would be part of."""
+        return self.log.batch_seq
+
+    def on_durable(self, seq: int, callback: Callable[[], Any]) -> None:
+        """Run callback once batch `seq` (a `write_seq`) is written."""
+        self.log.on_commit(seq, callback)
 
     # ------------------------------------------------------------------ subscriptions
-    def subscribe(self, sub: Any) -> str | None:
-        """Register a subscription; returns an error text when it is refused."""
-        for icp in self.interceptors:
-            if icp.wants_subscription(sub.subject):
-                return icp.on_subscribe(sub)
-        self.trie.insert(sub)
+    def subscribe(self, sub: Subscription) -> Refusal | None:
+        """Register a subscription, or say why it is refused."""
+        for o in self.owners:
+            if o.claims(sub.subject):
+                return o.on_subscribe(sub)
+        self._trie.insert(sub)
         return None
 
-    def unsubscribe(self, sub: Any) -> None:
-        if not self.trie.remove(sub):
-            for icp in self.interceptors:
-                icp.on_unsubscribe(sub)
+    def subscribe_plain(self, sub: Subscription) -> None:
+        """For an owner: a filter under its prefix that it leaves to the general subject match."""
+        self._trie.insert(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if not self._trie.remove(sub):
+            for o in self.owners:
+                o.on_unsubscribe(sub)
+
+    @property
+    def subscription_count(self) -> int:
+        return self._trie.count
+
+    def match(self, subject: str) -> list[Subscription]:
+        """Every plain subscription whose filter matches `subject` (monitoring's `test=`)."""
+        r = self._trie.match(subject, False)
+        return [*r.psubs, *(m for members in r.qsubs for m in members)]
+
+    def cached_fanouts(self) -> list[int]:
+        """Subscriber count of every cached match result (monitoring's fan-out figures)."""
+        return [len(r.psubs) + len(r.qsubs) for r in self._trie.cache.values()]
+
+    def subscriptions(self) -> Iterator[Subscription]:
+        """Every subscription in the general subject match (not those an owner took)."""
+        return self._trie.all()
 
     # ------------------------------------------------------------------ publish
-    def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
-
-    def publish(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
-                origin: Any = None) -> int:
-        """Append (unless ephemeral) and deliver. Returns how many subscribers got it."""
+    def publish(self, subject: str, reply: str | None, headers: Headers | None, payload: bytes,
+                origin: Connection | None = None) -> Receipt:
+        """Append (unless ephemeral) and deliver."""
         st = self.stats
         st.msgs_in += 1
-        if subject[:1] in self._icp_firsts:
-            icp = self._interceptor(subject)
-            if icp is not None:
-                icp.on_publish(subject, reply, hdr, payload, origin)
-                return 1
+        log = self.log
+        if subject[:1] in self._owner_firsts:
+            owner = self._owner(subject)
+            if owner is not None:
+                owner.on_publish(subject, reply, headers, payload, origin)
+                return Receipt(log, log.batch_seq, delivered=1)
         stream = self._stream_for(subject)
         if stream is not None:
-            self.log.append(stream, Record(time.time_ns() // 1_000_000, payload, None,
-                                           parse_headers(hdr) if hdr else None))
-        return self.deliver(subject, reply, hdr, payload, origin)
+            off = log.append(stream, Record(time.time_ns() // 1_000_000, payload, None, headers))
+            receipt = Receipt(log, log.batch_seq, stream.name, off)
+        else:
+            receipt = Receipt(log, log.batch_seq)
+        receipt.delivered = self.deliver(subject, reply, headers, payload, origin)
+        return receipt
 
-    def publish_many(self, subject: str, payloads: list[bytes], origin: Any = None) -> None:
+    def publish_many(self, subject: str, payloads: list[bytes], origin: Connection | None = None) -> Receipt:
         """Several reply-less, header-less publishes to one subject (a pipelined burst)."""
-        if self.interceptors and self._interceptor(subject) is not None:
+        log = self.log
+        if self.owners and self._owner(subject) is not None:
             for p in payloads:
                 self.publish(subject, None, None, p, origin)
-            return
+            return Receipt(log, log.batch_seq, count=len(payloads), delivered=len(payloads))
         st = self.stats
         n = len(payloads)
         st.msgs_in += n
         stream = self._stream_for(subject)
         if stream is not None:
             ts = time.time_ns() // 1_000_000
-            self.log.append_many(stream, [Record(ts, p) for p in payloads])
-        r = self.trie.match(subject)
+            receipt = Receipt(log, log.batch_seq, stream.name,
+                              log.append_many(stream, [Record(ts, p) for p in payloads]), n)
+        else:
+            receipt = Receipt(log, log.batch_seq, count=n)
+        r = self._trie.match(subject)
         delivered = 0
         for sub in r.psubs:
             c = sub.conn
@@ -139,18 +152,20 @@ class Router:
         st.msgs_out += delivered
         if not delivered:
             st.no_subscribers += n
+        receipt.delivered = delivered
+        return receipt
 
     def publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
-                         origin: Any = None) -> list[int] | None:
+                         origin: Connection | None = None) -> list[int] | None:
         """Several publishes to one subject, each with its reply subject. Returns how many
-        subscribers each reached (None when an interceptor took them: they always get a reply)."""
-        if self.interceptors:
-            icp = self._interceptor(subject)
-            if icp is not None:
+        subscribers each reached (None when an owner took them: it answers every one)."""
+        if self.owners:
+            owner = self._owner(subject)
+            if owner is not None:
                 self.stats.msgs_in += len(payloads)
-                icp.on_publish_requests(subject, replies, payloads, origin)
+                owner.on_publish_requests(subject, replies, payloads, origin)
                 return None
-        return [self.publish(subject, r, None, p, origin) for r, p in zip(replies, payloads)]
+        return [self.publish(subject, r, None, p, origin).delivered for r, p in zip(replies, payloads)]
 
     def _stream_for(self, subject: str) -> Any:
         """The stream a subject is logged to, or None when it is ephemeral."""
@@ -163,21 +178,21 @@ class Router:
             if self.ephemeral.matches(subject):
                 return None  # not cached: inbox subjects are unique, they would only churn the cache
             stream = log.stream(subject)
-            if len(self._streams) > 100_000:
+            if len(self._streams) > STREAM_CACHE_MAX:
                 self._streams.clear()
             self._streams[subject] = stream
         return stream
 
-    def deliver(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
-                origin: Any = None) -> int:
-        """Deliver to live subscribers only (no append)."""
-        r = self.trie.match(subject, not self.ephemeral.matches(subject))
+    def deliver(self, subject: str, reply: str | None, headers: Headers | None, payload: bytes,
+                origin: Connection | None = None) -> int:
+        """Deliver to live subscribers only (no append); returns how many got it."""
+        r = self._trie.match(subject, not self.ephemeral.matches(subject))
         n = 0
         for sub in r.psubs:
             c = sub.conn
             if c is origin and c.no_echo:
                 continue
-            c.deliver(sub, subject, reply, hdr, payload)
+            c.deliver(sub, subject, reply, headers, payload)
             n += 1
         for members in r.qsubs:
             if origin is not None and origin.no_echo:
@@ -185,7 +200,7 @@ class Router:
                 if not members:
                     continue
             sub = pick(members)
-            sub.conn.deliver(sub, subject, reply, hdr, payload)
+            sub.conn.deliver(sub, subject, reply, headers, payload)
             n += 1
         if n:
             self.stats.msgs_out += n

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 _BAD_CHARS = frozenset(" \t\r\n")
@@ -79,7 +79,7 @@ class SubjectPatterns:
 
 
 class _Node:
-    __slots__ = ("children", "pwc", "fwc", "psubs", "qsubs")
+    __slots__ = ("children", "fwc", "psubs", "pwc", "qsubs")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
@@ -181,6 +181,20 @@ class SubjectTrie:
                 del parent.children[tok]
             node = parent
         return True
+
+    def all(self) -> Iterator[Any]:
+        """Every stored subscription (depth-first)."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            yield from node.psubs
+            for members in node.qsubs.values():
+                yield from members
+            stack.extend(node.children.values())
+            if node.pwc is not None:
+                stack.append(node.pwc)
+            if node.fwc is not None:
+                stack.append(node.fwc)
 
     def match(self, subject: str, cache: bool = True) -> MatchResult:
         r = self.cache.get(subject)

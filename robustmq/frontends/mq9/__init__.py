@@ -10,6 +10,6 @@ from robustmq.frontends.mq9.handlers import Mq9Layer
 def attach(broker: Any) -> Mq9Layer:
     """Hook the mq9 layer into the broker's router and start its expiry timer."""
     layer = Mq9Layer(broker.cfg, broker.router, broker.log)
-    broker.router.add_interceptor(layer)
+    broker.router.add_owner(layer)
     layer.start()
     return layer

@@ -1,9 +1,10 @@
 """The mq9 layer: owns the `$mq9.AI.` subjects on the router.
 
-It talks to the rest of the broker through three narrow things only: the router's interceptor hooks
-(`on_publish`, `on_subscribe`, `on_unsubscribe`), the log (streams, metadata, commit callbacks), and
-the subscription's connection (`deliver`, `outbound_size`, `send_error`, `closed`), which any
-front-end's connection provides.
+It talks to the rest of the broker through three narrow things only: the router's `SubjectOwner`
+interface (`claims`, `on_publish`, `on_subscribe`, `on_unsubscribe`), the log (streams, metadata,
+commit callbacks), and the neutral `Connection` of a subscription or request (`deliver`, `reply`,
+`refuse`, `outbound_size`, `closed`), which any front-end's connection provides. Replies go to the
+requesting connection only (`Connection.reply`), never through the subject match.
 
 Store-first: a send is appended to the mailbox's stream; delivery to live subscribers and the
 request's `{"msg_id": N}` reply happen only after the commit that made it durable. A subscriber
@@ -34,7 +35,7 @@ from robustmq.frontends.mq9.mailboxes import (
     Mq9Error,
     now_ms,
 )
-from robustmq.routing.headers import parse_headers
+from robustmq.routing.contract import Headers, Refusal, RefusalKind
 from robustmq.routing.router import Router
 
 log = logging.getLogger("robustmq.mq9")
@@ -71,7 +72,7 @@ class Mq9Stats(msgspec.Struct):
 class Target:
     """A delivery target on one mailbox: one plain subscription, or one queue group."""
 
-    __slots__ = ("mail_id", "mask", "replaying", "backlog", "task")
+    __slots__ = ("backlog", "mail_id", "mask", "replaying", "task")
 
     def __init__(self, mail_id: str, mask: int) -> None:
         self.mail_id = mail_id
@@ -92,7 +93,7 @@ class SubTarget(Target):
 class Group(Target):
     """A queue group on a mailbox. cursors[p]: the highest offset of priority p handed to a member."""
 
-    __slots__ = ("queue", "members", "cursors")
+    __slots__ = ("cursors", "members", "queue")
 
     def __init__(self, mail_id: str, queue: str, cursors: list[int]) -> None:
         super().__init__(mail_id, ALL_MASK)
@@ -138,6 +139,8 @@ class Mq9Layer:
         self.stats = Mq9Stats()
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # LIST pages being built
+        # subscriptions this layer took: their delivery target (None: a PUBLIC.LIST subscriber)
+        self._taken: dict[Any, SubTarget | None] = {}
         # mailbox streams live exactly as long as their mailbox, not by the log's retention
         log_.retention_exempt.append(STREAM_PREFIX)
 
@@ -159,11 +162,11 @@ class Mq9Layer:
         return out
 
     # ================================================================== publish side
-    def on_publish(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
+    def on_publish(self, subject: str, reply: str | None, headers: Headers | None, payload: bytes,
                    origin: Any) -> None:
         try:
             if subject.startswith(STREAM_PREFIX):
-                self._send(subject, reply, hdr, payload, origin)
+                self._send(subject, reply, headers, payload, origin)
             elif subject == CREATE:
                 self._create(origin, reply, payload)
             elif subject.startswith(LIST_PREFIX):
@@ -172,7 +175,7 @@ class Mq9Layer:
                 self._delete(origin, subject[len(DELETE_PREFIX):], reply)
             elif subject == PUBLIC_LIST:
                 if reply is None and origin is not None:
-                    origin.send_error(f'Permissions Violation for Publish to "{subject}"')
+                    origin.refuse(Refusal(RefusalKind.PERMISSION_PUBLISH, subject))
                 raise Mq9Error(f"{PUBLIC_LIST} is managed by the broker; publishing to it is not allowed")
             else:
                 raise Mq9Error(f"unknown mq9 subject {subject}")
@@ -210,7 +213,7 @@ class Mq9Layer:
             return self.registry.get(mail_id), prio, prio == P_NORMAL
         return self.registry.get(rest), P_NORMAL, False
 
-    def _send(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes,
+    def _send(self, subject: str, reply: str | None, headers: Headers | None, payload: bytes,
               origin: Any) -> None:
         rest = subject[len(STREAM_PREFIX):]
         mail_id, dot, last = rest.rpartition(".")
@@ -238,7 +241,7 @@ class Mq9Layer:
         meta: dict[str, int | str] = {"p": prio}
         if explicit_normal:
             meta["n"] = 1
-        rec = Record(now_ms(), payload, None, _publisher_headers(hdr) if hdr else None, meta)
+        rec = Record(now_ms(), payload, None, _publisher_headers(headers) if headers else None, meta)
         off = self.log.append(stream, rec)
         self.stats.messages_stored += 1
         # always queued: who is subscribed is decided at commit time (no gap at the switch)
@@ -388,11 +391,10 @@ class Mq9Layer:
         p = _prio(rec)
         subject = mb.stream_name if p == P_NORMAL and not (rec.meta and rec.meta.get("n")) \
             else mb.stream_name + "." + PRIORITIES[p]
-        hdr = b"NATS/1.0\r\nmq9-msg-id: %d\r\nmq9-priority: %s\r\nmq9-ts: %d\r\n" % (
-            off, _PRIO_BYTES[p], rec.ts)
+        headers = [(b"mq9-msg-id", b"%d" % off), (b"mq9-priority", _PRIO_BYTES[p]), (b"mq9-ts", b"%d" % rec.ts)]
         if rec.headers:
-            hdr += b"".join([k + b": " + v + b"\r\n" for k, v in rec.headers])
-        sub.conn.deliver(sub, subject, None, hdr + b"\r\n", rec.payload)
+            headers.extend(rec.headers)
+        sub.conn.deliver(sub, subject, None, headers, rec.payload)
         self.stats.messages_delivered += 1
 
     def _to_group(self, g: Group, mb: Mailbox, off: int, rec: Record) -> bool:
@@ -478,13 +480,13 @@ class Mq9Layer:
         return True
 
     # ================================================================== subscribe side
-    def wants_subscription(self, subject: str) -> bool:
+    def claims(self, subject: str) -> bool:
         return subject.startswith(PREFIX)
 
-    def on_subscribe(self, sub: Any) -> str | None:
+    def on_subscribe(self, sub: Any) -> Refusal | None:
         subject = sub.subject
         if subject == PUBLIC_LIST:
-            sub.extra = "public"
+            self._taken[sub] = None
             self.public_subs.append(sub)
             for mb in sorted(self.registry.public(now_ms()), key=lambda m: m.created_ms):
                 sub.conn.deliver(sub, PUBLIC_LIST, None, None, _json.encode(
@@ -493,10 +495,11 @@ class Mq9Layer:
         if subject.startswith(STREAM_PREFIX) or subject + "." == STREAM_PREFIX:
             parsed = parse_msg_subject(subject[len(STREAM_PREFIX):])
             if parsed is None:
-                return f'Permissions Violation for Subscription to "{subject}"'
+                return Refusal(RefusalKind.PERMISSION_SUBSCRIBE, subject,
+                               "a wildcard in the mail-id position could reveal other mailboxes")
             mail_id, mask, _ = parsed
             t = SubTarget(sub, mail_id, mask)
-            sub.extra = t
+            self._taken[sub] = t
             if sub.queue:
                 self._join_group(t, sub.queue)
             else:
@@ -504,7 +507,7 @@ class Mq9Layer:
                 self._start_replay(t)
             return None
         # other $mq9.AI.* filters are plain subscriptions; mailbox traffic never reaches the trie
-        self.router.trie.insert(sub)
+        self.router.subscribe_plain(sub)
         return None
 
     def _join_group(self, t: SubTarget, queue: str) -> None:
@@ -521,14 +524,14 @@ class Mq9Layer:
             g.members.append(t)
 
     def on_unsubscribe(self, sub: Any) -> None:
-        t = sub.extra
-        if t == "public":
+        if sub not in self._taken:
+            return
+        t = self._taken.pop(sub)
+        if t is None:
             try:
                 self.public_subs.remove(sub)
             except ValueError:
                 pass
-            return
-        if not isinstance(t, SubTarget):
             return
         if sub.queue:
             g = self.groups.get((t.mail_id, sub.queue))
@@ -592,7 +595,7 @@ class Mq9Layer:
         while True:
             try:
                 self.sweep()
-            except Exception:  # noqa: BLE001 - the sweep must keep running
+            except Exception:
                 log.exception("mq9 sweep failed")
             await asyncio.sleep(self.cfg.mq9_sweep_interval_s)
 
@@ -636,10 +639,10 @@ def parse_cursor(cursor: str | None) -> tuple[int, int]:
     return (PRIORITY_INDEX[name], int(num))
 
 
-def _publisher_headers(hdr: bytes) -> list[tuple[bytes, bytes]] | None:
+def _publisher_headers(headers: Headers) -> Headers | None:
     """The publisher's headers without any `mq9-*` name: those belong to the broker, which sets
     them on delivery; a forged `mq9-msg-id` or `mq9-priority` is never stored."""
-    pairs = [kv for kv in parse_headers(hdr) if not kv[0].lower().startswith(b"mq9-")]
+    pairs = [kv for kv in headers if not kv[0].lower().startswith(b"mq9-")]
     return pairs or None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -22,6 +22,8 @@ from robustmq.frontends.nats.codec import (
     OP_UNSUB,
     NatsParser,
 )
+from robustmq.frontends.nats.headers import build_headers, parse_headers
+from robustmq.routing.contract import Headers, Refusal, RefusalKind
 from robustmq.routing.subjects import subject_matches, valid_publish_subject, valid_subscribe_subject
 
 if TYPE_CHECKING:
@@ -58,10 +60,9 @@ _connect_decoder = msgspec.json.Decoder(ConnectOptions)
 
 
 class Subscription:
-    """A NATS subscription; also what the router and the mq9 layer see."""
+    """A NATS subscription; to the router, a `routing.contract.Subscription`."""
 
-    __slots__ = ("subject", "queue", "sid", "conn", "max_msgs", "delivered", "_pfx_subject", "_pfx",
-                 "extra")
+    __slots__ = ("_pfx", "_pfx_subject", "conn", "delivered", "max_msgs", "queue", "sid", "subject")
 
     def __init__(self, conn: NatsSession, subject: str, queue: str | None, sid: str) -> None:
         self.conn = conn
@@ -72,15 +73,17 @@ class Subscription:
         self.delivered = 0
         self._pfx_subject = ""
         self._pfx = b""
-        self.extra: Any = None  # owned by an interceptor (mq9) that took the subscription
 
 
 class NatsSession(asyncio.Protocol):
+    """One NATS client connection; to the router, a `routing.contract.Connection`."""
+
+    protocol = "nats"
+
     def __init__(self, server: NatsServer) -> None:
         self.server = server
         cfg = server.cfg
         self.router = server.router
-        self.log = server.router.log
         self.parser = NatsParser(cfg.max_payload, cfg.max_control_line)
         self.max_pending = cfg.max_pending
         self.transport: asyncio.Transport | None = None
@@ -159,7 +162,7 @@ class NatsSession(asyncio.Protocol):
                     for i, payload in enumerate(payloads):
                         self._publish_one(subject, replies[i] if replies else None, None, payload)
                     continue
-                self.last_pub_seq = self.log.batch_seq
+                self.last_pub_seq = router.write_seq
                 if code == OP_PUBS:
                     router.publish_many(subject, payloads, self)
                     continue
@@ -200,6 +203,7 @@ class NatsSession(asyncio.Protocol):
 
     # ------------------------------------------------------------------ operations
     def _publish_one(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes) -> None:
+        """One PUB or HPUB (`hdr`: its NATS header block, parsed here into neutral pairs)."""
         if self.pedantic and not valid_publish_subject(subject):
             self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
             if self.verbose:
@@ -207,8 +211,9 @@ class NatsSession(asyncio.Protocol):
             return
         if self.verbose:
             self.write(OK)  # nats-server queues +OK before any delivery, even to this connection
-        self.last_pub_seq = self.log.batch_seq
-        if not self.router.publish(subject, reply, hdr, payload, self) and reply and \
+        self.last_pub_seq = self.router.write_seq
+        headers = parse_headers(hdr) if hdr is not None else None
+        if not self.router.publish(subject, reply, headers, payload, self).delivered and reply and \
                 self.no_responders and self.headers:
             self._no_responders(reply, subject)
 
@@ -254,10 +259,10 @@ class NatsSession(asyncio.Protocol):
         # +OK goes before anything the subscription delivers at once (mq9 replay)
         if self.verbose:
             self.write(OK)
-        err = self.router.subscribe(sub)
-        if err is not None:
+        refusal = self.router.subscribe(sub)
+        if refusal is not None:
             del self.subs[sid]
-            self.write(errors.err_line(err))
+            self.refuse(refusal)
 
     def _unsub(self, sid: str, max_msgs: int | None) -> None:
         sub = self.subs.get(sid)
@@ -277,25 +282,27 @@ class NatsSession(asyncio.Protocol):
     def _no_responders(self, reply: str, subject: str) -> None:
         for sub in list(self.subs.values()):
             if subject_matches(sub.subject, reply):
-                self.deliver(sub, reply, None, NO_RESPONDERS_HDR % subject.encode(), b"")
+                self._frame(sub, reply, None, NO_RESPONDERS_HDR % subject.encode(), b"")
                 return
 
     def _ping_barrier(self) -> None:
-        if self.last_pub_seq > self.log.committed_seq:
-            # PONG only once the publishes that arrived before this PING are committed. That is a
-            # barrier for clients that write PING after their PUBs (the raw protocol, nats.go's
-            # Flush); nats-py writes flush()'s PING ahead of its buffered PUBs (docs/durability.md)
-            self.log.on_commit(self.last_pub_seq, self._pong)
-        else:
-            self.write(PONG)
+        # PONG only once the publishes that arrived before this PING are committed. That is a
+        # barrier for clients that write PING after their PUBs (the raw protocol, nats.go's
+        # Flush); nats-py writes flush()'s PING ahead of its buffered PUBs (docs/durability.md)
+        self.router.on_durable(self.last_pub_seq, self._pong)
 
     def _pong(self) -> None:
         if not self.closed:
             self.write(PONG)
 
     # ------------------------------------------------------------------ outbound
-    def deliver(self, sub: Subscription, subject: str, reply: str | None, hdr: bytes | None,
+    def deliver(self, sub: Subscription, subject: str, reply: str | None, headers: Headers | None,
                 payload: bytes) -> None:
+        self._frame(sub, subject, reply, build_headers(headers) if headers is not None else None, payload)
+
+    def _frame(self, sub: Subscription, subject: str, reply: str | None, hdr: bytes | None,
+               payload: bytes) -> None:
+        """Queue one MSG (or HMSG with the header block `hdr`, when this client takes headers)."""
         if self.closed:
             return
         if sub._pfx_subject is not subject:
@@ -385,8 +392,15 @@ class NatsSession(asyncio.Protocol):
         t = self.transport
         return self._out_size + (t.get_write_buffer_size() if t is not None else 0)
 
-    def send_error(self, text: str) -> None:
-        """A non-fatal -ERR (the connection stays open)."""
+    def refuse(self, refusal: Refusal) -> None:
+        """A non-fatal -ERR (the connection stays open), in nats-server's words."""
+        kind = refusal.kind
+        if kind is RefusalKind.PERMISSION_SUBSCRIBE:
+            text = errors.permissions_sub(refusal.subject)
+        elif kind is RefusalKind.PERMISSION_PUBLISH:
+            text = errors.permissions_pub(refusal.subject)
+        else:
+            text = errors.INVALID_SUBJECT
         self.write(errors.err_line(text))
 
     def write(self, data: bytes) -> None:
