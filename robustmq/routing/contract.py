@@ -127,5 +127,10 @@ class Receipt:
         if self.is_durable:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._log.on_commit(self._seq, lambda: fut.done() or fut.set_result(None))
+
+        def done() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        self._log.on_commit(self._seq, done)
         await fut

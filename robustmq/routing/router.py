@@ -136,7 +136,7 @@ class Router:
         delivered = 0
         for sub in r.psubs:
             c = sub.conn
-            if c is origin and c.no_echo:
+            if c.no_echo and c is origin:
                 continue
             c.deliver_many(sub, subject, payloads)
             delivered += n
@@ -190,7 +190,7 @@ class Router:
         n = 0
         for sub in r.psubs:
             c = sub.conn
-            if c is origin and c.no_echo:
+            if c.no_echo and c is origin:
                 continue
             c.deliver(sub, subject, reply, headers, payload)
             n += 1

@@ -9,6 +9,7 @@ import tempfile
 import time
 
 import msgspec
+from procs import RobustMQ
 
 from .helpers import (
     CREATE,
@@ -26,7 +27,6 @@ from .helpers import (
     send,
     unique_name,
 )
-from procs import RobustMQ
 
 
 async def test_spies_on_wildcards_see_no_mq9_reply(server) -> None:
@@ -75,7 +75,7 @@ async def test_reply_goes_only_to_the_requesting_connection(server) -> None:
     try:
         await got_other.next_msg(0.5)
         raise AssertionError("a reply carrying a mail_id reached another connection")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     await agent.close()
     await other.close()
@@ -101,7 +101,7 @@ async def test_delete_with_non_ascii_digit_is_an_error_not_a_crash(server) -> No
     await send(nc, mid, b"x")
     for bad in ("\u00b2", "\u0663", "1\u00b2"):
         assert_error(await request_json(nc, delete_subject(mid, bad)), "numeric")
-    assert_ok(await request_json(nc, delete_subject(mid, 0)))["deleted"] is True
+    assert assert_ok(await request_json(nc, delete_subject(mid, 0)))["deleted"] is True
     assert nc.is_connected and not nc.errors
     await nc.close()
 
@@ -209,7 +209,7 @@ def test_expiry_sweep_pops_only_what_is_due() -> None:
 
 
 def test_list_request_schema() -> None:
-    from robustmq.frontends.mq9.handlers import ListRequest, parse_cursor
+    from robustmq.frontends.mq9.requests import ListRequest, parse_cursor
 
     assert parse_cursor("urgent:17") == (1, 17)
     assert msgspec.json.decode(b'{"limit": 5}', type=ListRequest).limit == 5

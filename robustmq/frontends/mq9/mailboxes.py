@@ -9,7 +9,7 @@ import time
 
 import msgspec
 
-from robustmq.core_log import SegmentLog
+from robustmq.core_log import Record, SegmentLog
 
 MAILBOX_NS = "mq9.mbox"
 GROUP_NS = "mq9.group"
@@ -182,3 +182,9 @@ class MailboxRegistry:
 
     def public(self, now: int) -> list[Mailbox]:
         return [mb for mb in self.boxes.values() if mb.public and not mb.expired(now)]
+
+
+def priority_of(rec: Record) -> int:
+    """The priority index a mailbox record was stored with."""
+    m = rec.meta
+    return int(m.get("p", P_NORMAL)) if m else P_NORMAL

@@ -1,0 +1,269 @@
+"""mq9 delivery: who gets a mailbox's messages, live and on replay.
+
+Plain subscribers get every stored message at subscribe (critical, urgent, normal; FIFO within each)
+and then live ones; live messages that arrive during the replay wait in a backlog, so the switch has
+no gap and no duplicate. A queue group hands each message to one member and keeps its progress
+(the highest offset of each priority handed out), persisted in the log's metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import msgspec
+
+from robustmq.core_log import Record, SegmentLog, Stream
+from robustmq.frontends.mq9.mailboxes import (
+    GROUP_NS,
+    P_NORMAL,
+    PRIORITIES,
+    Mailbox,
+    MailboxRegistry,
+    now_ms,
+    priority_of,
+)
+from robustmq.frontends.mq9.stats import Mq9Stats
+from robustmq.frontends.mq9.subjects import ALL_MASK
+
+REPLAY_CHUNK = 512
+REPLAY_HIGH_WATER = 8 << 20  # pause a replay while the subscriber has this much unsent
+
+_group_enc = msgspec.msgpack.Encoder()
+_group_dec = msgspec.msgpack.Decoder(list[int])
+_PRIO_BYTES = [p.encode() for p in PRIORITIES]
+
+
+class Target:
+    """A delivery target on one mailbox: one plain subscription, or one queue group."""
+
+    __slots__ = ("backlog", "mail_id", "mask", "replaying", "task")
+
+    def __init__(self, mail_id: str, mask: int) -> None:
+        self.mail_id = mail_id
+        self.mask = mask
+        self.replaying = False
+        self.backlog: list[tuple[Mailbox, int, Record]] = []
+        self.task: asyncio.Task[None] | None = None
+
+
+class SubTarget(Target):
+    __slots__ = ("sub",)
+
+    def __init__(self, sub: Any, mail_id: str, mask: int) -> None:
+        super().__init__(mail_id, mask)
+        self.sub = sub
+
+
+class Group(Target):
+    """A queue group on a mailbox. cursors[p]: the highest offset of priority p handed to a member."""
+
+    __slots__ = ("cursors", "members", "queue")
+
+    def __init__(self, mail_id: str, queue: str, cursors: list[int]) -> None:
+        super().__init__(mail_id, ALL_MASK)
+        self.queue = queue
+        self.members: list[SubTarget] = []
+        self.cursors = cursors
+
+
+class Delivery:
+    """The delivery targets of every mailbox, and the work of feeding them."""
+
+    def __init__(self, log: SegmentLog, registry: MailboxRegistry, stats: Mq9Stats) -> None:
+        self.log = log
+        self.registry = registry
+        self.stats = stats
+        self.subs: dict[str, list[SubTarget]] = {}
+        self.groups: dict[tuple[str, str], Group] = {}
+        self.groups_by_mail: dict[str, list[Group]] = {}
+        self._dirty_groups: set[Group] = set()
+
+    def has_targets(self, mail_id: str) -> bool:
+        return mail_id in self.subs or mail_id in self.groups_by_mail
+
+    def add(self, sub: Any, mail_id: str, mask: int) -> SubTarget:
+        """A new subscription on a mailbox (a queue group member when `sub.queue`): replay starts."""
+        t = SubTarget(sub, mail_id, mask)
+        if sub.queue:
+            self._join_group(t, sub.queue)
+        else:
+            self.subs.setdefault(mail_id, []).append(t)
+            self._start_replay(t)
+        return t
+
+    def remove(self, t: SubTarget) -> None:
+        sub = t.sub
+        if sub.queue:
+            g = self.groups.get((t.mail_id, sub.queue))
+            if g is None:
+                return
+            try:
+                g.members.remove(t)
+            except ValueError:
+                pass
+            if not g.members:
+                if g.task:
+                    g.task.cancel()
+                self.persist_groups()
+                del self.groups[(t.mail_id, sub.queue)]
+                lst = self.groups_by_mail.get(t.mail_id, [])
+                if g in lst:
+                    lst.remove(g)
+                if not lst:
+                    self.groups_by_mail.pop(t.mail_id, None)
+            return
+        lst2 = self.subs.get(t.mail_id)
+        if lst2 and t in lst2:
+            lst2.remove(t)
+            if not lst2:
+                del self.subs[t.mail_id]
+        if t.task:
+            t.task.cancel()
+
+    def forget(self, mb: Mailbox) -> None:
+        """A mailbox expired: groups stay attached (their members are still subscribed: a public
+        name may be created again), with progress reset because a new stream starts at offset 0."""
+        for g in self.groups_by_mail.get(mb.mail_id, []):
+            if g.task:
+                g.task.cancel()
+            g.cursors = [-1, -1, -1]
+            g.backlog = []
+            self._dirty_groups.discard(g)
+        self.log.delete_meta_prefix(GROUP_NS, _group_key(mb.mail_id, ""))
+
+    def close(self) -> None:
+        for t in [t for ts in self.subs.values() for t in ts] + list(self.groups.values()):
+            if t.task:
+                t.task.cancel()
+
+    # ------------------------------------------------------------------ live
+    def live(self, mb: Mailbox, off: int, rec: Record) -> None:
+        if self.registry.boxes.get(mb.mail_id) is not mb:
+            return  # expired meanwhile
+        stream = self.log.get_stream(mb.stream_name)
+        if stream is not None and off in stream.deleted:
+            return
+        bit = 1 << priority_of(rec)
+        for t in self.subs.get(mb.mail_id, ()):
+            if t.mask & bit:
+                if t.replaying:
+                    t.backlog.append((mb, off, rec))
+                else:
+                    self._to_sub(t.sub, mb, off, rec)
+        for g in self.groups_by_mail.get(mb.mail_id, ()):
+            if g.replaying:
+                g.backlog.append((mb, off, rec))
+            else:
+                self._to_group(g, mb, off, rec)
+
+    def _to_sub(self, sub: Any, mb: Mailbox, off: int, rec: Record) -> None:
+        p = priority_of(rec)
+        subject = mb.stream_name if p == P_NORMAL and not (rec.meta and rec.meta.get("n")) \
+            else mb.stream_name + "." + PRIORITIES[p]
+        headers = [(b"mq9-msg-id", b"%d" % off), (b"mq9-priority", _PRIO_BYTES[p]), (b"mq9-ts", b"%d" % rec.ts)]
+        if rec.headers:
+            headers.extend(rec.headers)
+        sub.conn.deliver(sub, subject, None, headers, rec.payload)
+        self.stats.messages_delivered += 1
+
+    def _to_group(self, g: Group, mb: Mailbox, off: int, rec: Record) -> bool:
+        p = priority_of(rec)
+        if off <= g.cursors[p]:
+            return True
+        bit = 1 << p
+        members = [m for m in g.members if m.mask & bit and not m.sub.conn.closed]
+        if not members:
+            return False
+        m = members[random.randrange(len(members))] if len(members) > 1 else members[0]
+        self._to_sub(m.sub, mb, off, rec)
+        g.cursors[p] = off
+        self._dirty_groups.add(g)
+        return True
+
+    def persist_groups(self) -> None:
+        if not self._dirty_groups:
+            return
+        for g in self._dirty_groups:
+            self.log.put_meta(GROUP_NS, _group_key(g.mail_id, g.queue), _group_enc.encode(g.cursors))
+        self._dirty_groups.clear()
+
+    # ------------------------------------------------------------------ replay
+    def _start_replay(self, t: SubTarget | Group) -> None:
+        mb = self.registry.get(t.mail_id)
+        if mb is None:
+            return
+        stream = self.log.get_stream(mb.stream_name)
+        if stream is None or stream.committed == stream.first_offset:
+            return
+        t.replaying = True
+        t.backlog = []
+        self.stats.replays += 1
+        t.task = asyncio.get_running_loop().create_task(self._replay(t, mb, stream, stream.committed))
+
+    async def _replay(self, t: SubTarget | Group, mb: Mailbox, stream: Stream, end: int) -> None:
+        try:
+            n = 0
+            for p in range(3):
+                if not t.mask & (1 << p):
+                    continue
+                start = t.cursors[p] + 1 if isinstance(t, Group) else 0
+                for off, rec in self.log.read(stream, start, end):
+                    if priority_of(rec) != p:
+                        continue
+                    if isinstance(t, Group):
+                        if not self._to_group(t, mb, off, rec):
+                            return  # nobody left in the group: the rest waits for it
+                    else:
+                        if t.sub.conn.closed:
+                            return
+                        self._to_sub(t.sub, mb, off, rec)
+                    n += 1
+                    if n % REPLAY_CHUNK == 0:
+                        self.persist_groups()
+                        if not await self._pace(t):
+                            return
+                        if self.registry.boxes.get(mb.mail_id) is not mb or mb.expired(now_ms()):
+                            return
+        finally:
+            self.persist_groups()
+            t.replaying = False
+            t.task = None
+            backlog, t.backlog = t.backlog, []
+            for bmb, off, rec in backlog:
+                if isinstance(t, Group):
+                    self._to_group(t, bmb, off, rec)
+                elif not t.sub.conn.closed:
+                    self._to_sub(t.sub, bmb, off, rec)
+
+    async def _pace(self, t: SubTarget | Group) -> bool:
+        """Yield to the loop; wait while the subscriber(s) have a large unsent backlog."""
+        await asyncio.sleep(0)
+        conns = [m.sub.conn for m in t.members] if isinstance(t, Group) else [t.sub.conn]
+        for _ in range(5000):  # bounded: about 10 s
+            live = [c for c in conns if not c.closed]
+            if not live:
+                return False
+            if min(c.outbound_size() for c in live) < REPLAY_HIGH_WATER:
+                return True
+            await asyncio.sleep(0.002)
+        return True
+
+    def _join_group(self, t: SubTarget, queue: str) -> None:
+        key = (t.mail_id, queue)
+        g = self.groups.get(key)
+        if g is None:
+            raw = self.log.get_meta(GROUP_NS, _group_key(t.mail_id, queue))
+            g = Group(t.mail_id, queue, _group_dec.decode(raw) if raw else [-1, -1, -1])
+            self.groups[key] = g
+            self.groups_by_mail.setdefault(t.mail_id, []).append(g)
+            g.members.append(t)
+            self._start_replay(g)
+        else:
+            g.members.append(t)
+
+
+
+def _group_key(mail_id: str, queue: str) -> str:
+    return mail_id + "\x00" + queue
