@@ -56,11 +56,17 @@ class Broker:
         log.info("data directory %s (durability=%s)", cfg.data_dir, cfg.durability)
 
     async def _retention_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.cfg.retention_check_interval_s)
             try:
-                self.log.apply_retention()
-            except Exception:  # noqa: BLE001 - housekeeping must not kill the server
+                if not self.log.apply_retention():
+                    continue
+                await self.log.committed()  # the range deletes must be on disk before compacting them
+                # range deletes only hide records; compacting the ranges frees the disk now. In a thread
+                # (rocksdict releases the GIL), awaited, so passes and compactions never overlap.
+                await loop.run_in_executor(None, self.store.compact_ranges, self.log.take_reclaimable())
+            except Exception:  # housekeeping must not kill the server
                 log.exception("retention pass failed")
 
     async def stop(self) -> None:

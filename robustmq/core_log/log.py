@@ -41,6 +41,7 @@ log = logging.getLogger("robustmq.log")
 
 CHUNK_MAX_RECORDS = 4096
 CHUNK_MAX_BYTES = 4 << 20
+RECLAIM_MAX_RANGES = 10_000  # dropped ranges remembered for compaction between two passes
 
 
 class Stream:
@@ -108,6 +109,7 @@ class SegmentLog:
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.retention_exempt: list[str] = []  # stream-name prefixes that retention never touches
+        self._reclaim: list[tuple[bytes, bytes]] = []  # record key ranges retention range-deleted
         self.stream_gen = 0  # bumped when a stream is deleted (caches of Stream objects drop)
         self.batch_seq = 1  # sequence number of the batch now being filled
         self.committed_seq = 0
@@ -441,6 +443,7 @@ class SegmentLog:
             if exempt and s.name.startswith(exempt):
                 continue
             segs = s.segments
+            lo = hi = -1
             while segs:
                 g = segs[0]
                 too_old = self._expired(g, now)
@@ -460,10 +463,26 @@ class SegmentLog:
                 s.nbytes -= g.nbytes
                 segs.pop(0)
                 dropped += 1
+                if lo < 0:
+                    lo = g.first
+                hi = g.last + 1
+            # the stream's dropped segments are adjacent: one range to compact. Past the cap (a tool
+            # that never takes them) RocksDB's own compactions free the space later.
+            if lo >= 0 and len(self._reclaim) < RECLAIM_MAX_RANGES:
+                self._reclaim.append((s.kprefix + lo.to_bytes(8, "big"), s.kprefix + hi.to_bytes(8, "big")))
         if dropped:
             self.stats.segments_dropped += dropped
             self._schedule()
         return dropped
+
+    def take_reclaimable(self) -> list[tuple[bytes, bytes]]:
+        """Record key ranges retention dropped since the last call, for `Store.compact_ranges`.
+
+        A range delete only hides records; RocksDB frees their space when it compacts that range.
+        Compact only after the retention batch is committed, or there is nothing to drop yet.
+        """
+        ranges, self._reclaim = self._reclaim, []
+        return ranges
 
     def _expired(self, g: SegmentMeta, now: int) -> bool:
         return bool(self.retention_max_age_ms) and g.max_ts < now - self.retention_max_age_ms
