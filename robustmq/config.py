@@ -58,6 +58,49 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 ENV_PREFIX = "ROBUSTMQ_"
 
+# One line of help per setting: `robustmq serve --help` is generated from these and the defaults
+# above, so every setting has a flag (--<name-with-dashes>), an env var and a TOML key.
+HELP: dict[str, str] = {
+    "host": "Address to bind",
+    "nats_port": "NATS + mq9 port (0 disables)",
+    "mqtt_port": "MQTT port (0 disables; not built yet)",
+    "kafka_port": "Kafka wire port (0 disables; not built yet)",
+    "http_port": "HTTP monitoring port (0 disables)",
+    "server_name": "Name announced in INFO and /varz (default: the server id)",
+    "data_dir": "Data directory (RocksDB)",
+    "durability": "wal (survives a process crash) or fsync (survives power loss; one fsync per batch)",
+    "segment_max_records": "Records per segment",
+    "segment_max_age_s": "Seconds before a stream starts a new segment",
+    "retention_max_age_s": "Per-stream retention by age, seconds (0 = forever)",
+    "retention_max_bytes": "Per-stream retention by size, bytes (0 = unbounded)",
+    "retention_check_interval_s": "Seconds between retention passes",
+    "ephemeral_subjects": "Comma-separated subject patterns that are delivered but not logged",
+    "max_payload": "Max NATS payload bytes",
+    "max_control_line": "Max NATS control line bytes",
+    "max_pending": "Unsent bytes per connection before 'Slow Consumer'",
+    "max_pending_total": "Unsent bytes of all connections together; past it the largest backlogs are cut",
+    "ping_interval_s": "Seconds between server PINGs",
+    "max_pings_out": "Unanswered PINGs before 'Stale Connection'",
+    "auth_timeout_s": "Seconds a client has to send CONNECT when auth is required",
+    "user": "Require this user (with --password); also guards monitoring",
+    "password": "Password for --user",
+    "token": "Require this auth token; also guards monitoring",
+    "mq9_default_ttl_s": "mq9 mailbox TTL when a CREATE omits it, seconds",
+    "mq9_max_ttl_s": "Largest mq9 mailbox TTL accepted, seconds",
+    "mq9_max_messages": "Messages a mailbox holds before it refuses more",
+    "mq9_max_bytes": "Bytes a mailbox holds before it refuses more",
+    "mq9_sweep_interval_s": "Seconds between mq9 expiry sweeps",
+    "log_level": "debug, info, warning or error",
+}
+
+# shorter flags kept from earlier versions, beside the generated --<name> ones
+FLAG_ALIASES: dict[str, str] = {
+    "ping_interval_s": "--ping-interval",
+    "retention_max_age_s": "--retention-max-age",
+    "retention_check_interval_s": "--retention-check-interval",
+    "segment_max_age_s": "--segment-max-age",
+}
+
 
 class ConfigError(ValueError):
     pass
@@ -77,9 +120,14 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
 
 
 def _field_types() -> dict[str, type]:
+    return {f.name: (list if isinstance(f.type, msgspec.inspect.ListType) else str) for f in fields()}
+
+
+def fields() -> tuple[msgspec.inspect.Field, ...]:
+    """Every setting, in declaration order."""
     info = msgspec.inspect.type_info(Config)
     assert isinstance(info, msgspec.inspect.StructType)
-    return {f.name: (list if isinstance(f.type, msgspec.inspect.ListType) else str) for f in info.fields}
+    return info.fields
 
 
 def load_config(

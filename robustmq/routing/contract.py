@@ -70,9 +70,16 @@ class Connection(Protocol):
 
 
 class Subscription(Protocol):
-    subject: str  # a filter in subject form (`*`, `>` wildcards)
-    queue: str | None  # a queue group (NATS) or shared-subscription group (MQTT)
-    conn: Connection
+    @property
+    def subject(self) -> str:
+        """A filter in subject form (`*`, `>` wildcards)."""
+
+    @property
+    def queue(self) -> str | None:
+        """A queue group (NATS) or shared-subscription group (MQTT)."""
+
+    @property
+    def conn(self) -> Connection: ...
 
 
 class SubjectOwner(Protocol):

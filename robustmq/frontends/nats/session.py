@@ -417,6 +417,8 @@ class NatsSession(asyncio.Protocol):
         if self.closed or not self._out:
             return
         t = self.transport
+        if t is None:
+            return
         out, self._out = self._out, []
         self.bytes_out += self._out_size
         self._out_size = 0
