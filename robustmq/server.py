@@ -13,6 +13,7 @@ from robustmq.core_log import SegmentLog, Store
 from robustmq.frontends.mq9 import Mq9Layer
 from robustmq.frontends.mq9 import attach as attach_mq9
 from robustmq.frontends.nats.server import NatsServer
+from robustmq.frontends.registry import FrontEndRegistry
 from robustmq.http.monitor import MonitorServer
 from robustmq.routing.router import Router
 
@@ -35,6 +36,7 @@ class Broker:
         )
         self.router = Router(self.log, cfg.ephemeral_subjects)
         self.nats = NatsServer(cfg, self.router)
+        self.frontends = FrontEndRegistry()  # the listeners that run, for monitoring
         self.mq9: Mq9Layer | None = None
         self.http: MonitorServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -44,6 +46,7 @@ class Broker:
         self.mq9 = attach_mq9(self)
         if cfg.nats_port:
             await self.nats.start(cfg.host, cfg.nats_port)
+            self.frontends.register(self.nats)
             log.info("NATS (with mq9) listening on %s:%d", cfg.host, self.nats.port)
         for name, port in (("MQTT", cfg.mqtt_port), ("Kafka", cfg.kafka_port)):
             if port:

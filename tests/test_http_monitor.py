@@ -1,5 +1,6 @@
 """HTTP monitoring (SPEC §7): /healthz, /varz, /connz, /subsz and Prometheus /metrics, against a real
-`robustmq serve` subprocess, with nats-py generating the traffic and raw sockets doing the HTTP."""
+`robustmq serve` subprocess, with nats-py generating the traffic, raw sockets doing the HTTP and
+prometheus-client's own parser reading /metrics."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from typing import Any
 import nats
 import pytest
 from procs import RobustMQ
+from prometheus_client.parser import text_string_to_metric_families
+
+from robustmq.frontends.registry import FrontEndRegistry
+from robustmq.http.monitor import is_private_subject, redact_subject, redact_text
 
 HTTP_TIMEOUT = 5.0
-PROM_LINE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
-    r'(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\})?'
-    r' (?P<value>\S+)$')
-PROM_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
 VARZ_FIELDS = (
     "server_id", "server_name", "version", "proto", "go", "host", "port", "max_connections",
     "ping_interval", "ping_max", "http_host", "http_port", "max_control_line", "max_payload",
@@ -54,25 +54,31 @@ class Resp:
         return json.loads(self.body)
 
 
-async def http_raw(port: int, data: bytes) -> Resp:
-    """Send raw bytes, read the whole response until the server closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), HTTP_TIMEOUT)
-    finally:
-        writer.close()
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head: {raw[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
-    m = re.match(r"^HTTP/1\.1 (\d{3}) ", lines[0])
+async def read_response(reader: asyncio.StreamReader, head_only: bool = False) -> Resp:
+    """One response, framed by its Content-Length (the connection may stay open: keep-alive)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_TIMEOUT)
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    # aiohttp answers a request it could not parse as HTTP/1.0, others in the request's own version
+    m = re.match(r"^HTTP/\d\.\d (\d{3}) ", lines[0])
     assert m, lines[0]
     headers = {}
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
+    length = int(headers.get("content-length", "0"))
+    body = b"" if head_only else await asyncio.wait_for(reader.readexactly(length), HTTP_TIMEOUT)
     return Resp(int(m.group(1)), headers, body)
+
+
+async def http_raw(port: int, data: bytes) -> Resp:
+    """Send raw bytes on a new connection, read one response, close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_response(reader, head_only=data.startswith(b"HEAD "))
+    finally:
+        writer.close()
 
 
 async def http(port: int, path: str, method: str = "GET", body: bytes = b"") -> Resp:
@@ -108,31 +114,16 @@ async def connect(server: RobustMQ, **kw: Any) -> nats.aio.client.Client:
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Strict line-by-line parse of the text format; returns samples by metric name."""
+    """Parse with prometheus-client's text parser (it raises on malformed lines); samples by name."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    typed: dict[str, str] = {}
     assert text.endswith("\n")
-    for line in text.splitlines():
-        assert line.strip() == line and line, f"stray whitespace or empty line: {line!r}"
-        if line.startswith("#"):
-            parts = line.split(" ", 3)
-            assert parts[1] in ("HELP", "TYPE"), line
-            if parts[1] == "TYPE":
-                assert parts[3] in ("counter", "gauge", "summary", "histogram", "untyped"), line
-                assert parts[2] not in typed, f"TYPE twice for {parts[2]}"
-                typed[parts[2]] = parts[3]
-            continue
-        m = PROM_LINE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        value = float(m.group("value"))  # raises on garbage
-        assert not math.isnan(value)
-        labels = dict(PROM_LABEL.findall(m.group("labels") or ""))
-        name = m.group("name")
-        family = re.sub(r"_(sum|count|bucket)$", "", name)
-        assert name in typed or family in typed, f"sample before its TYPE: {name}"
-        if name.endswith("_total") and typed.get(name) is not None:
-            assert typed[name] == "counter", name
-        out.setdefault(name, []).append((labels, value))
+    for family in text_string_to_metric_families(text):
+        assert family.type in ("counter", "gauge", "summary", "histogram", "info", "unknown"), family
+        for sample in family.samples:
+            assert not math.isnan(sample.value), sample
+            if family.type == "counter":
+                assert sample.name.endswith("_total"), sample
+            out.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
     return out
 
 
@@ -164,13 +155,31 @@ async def test_healthz_and_index(mon) -> None:
     r = await http(mon.http_port, "/healthz")
     assert r.status == 200
     assert r.json() == {"status": "ok"}
-    assert r.headers["connection"] == "close"
+    assert r.headers["cache-control"] == "no-cache"
     head = await http(mon.http_port, "/healthz", method="HEAD")
     assert head.status == 200 and head.body == b""
     assert int(head.headers["content-length"]) == len(r.body)
     assert (await get_json(mon.http_port, "/healthz/")) == {"status": "ok"}
     index = await get_json(mon.http_port, "/")
     assert set(index["endpoints"]) >= {"/healthz", "/varz", "/connz", "/subsz", "/metrics"}
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(mon) -> None:
+    """aiohttp keeps the connection open between requests, including pipelined ones."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", mon.http_port)
+    try:
+        host = f"Host: 127.0.0.1:{mon.http_port}\r\n"
+        for path in ("/healthz", "/varz", "/nope"):
+            writer.write(f"GET {path} HTTP/1.1\r\n{host}\r\n".encode())
+            r = await read_response(reader)
+            assert r.status == (404 if path == "/nope" else 200), (path, r.status)
+            assert r.headers.get("connection", "").lower() != "close"
+        writer.write(f"HEAD /metrics HTTP/1.1\r\n{host}\r\nGET /healthz HTTP/1.1\r\n{host}\r\n".encode())
+        head = await read_response(reader, head_only=True)
+        assert head.status == 200 and int(head.headers["content-length"]) > 0
+        assert (await read_response(reader)).json() == {"status": "ok"}
+    finally:
+        writer.close()
 
 
 async def test_varz_fields_and_message_counters(mon) -> None:
@@ -188,6 +197,13 @@ async def test_varz_fields_and_message_counters(mon) -> None:
     assert before["mem"] > 1 << 20 and before["cores"] >= 1
     assert before["routes"] == 0 and before["remotes"] == 0
     assert isinstance(before["mailboxes"], int)
+    # every registered front-end, one by one; the top-level figures are their sum
+    assert [f["protocol"] for f in before["frontends"]] == ["nats"]
+    nats_fe = before["frontends"][0]
+    assert nats_fe["port"] == mon.nats_port
+    for field in ("connections", "total_connections", "in_msgs", "out_msgs", "in_bytes", "out_bytes",
+                  "slow_consumers", "subscriptions"):
+        assert nats_fe[field] == before[field], field
     assert {"appends", "bytes", "batches", "commit_avg_us", "commit_max_us"} <= set(before["log"])
 
     n = 200
@@ -241,6 +257,7 @@ async def test_connz_lists_clients_with_paging(mon) -> None:
         for c in connz["connections"]:
             for f in CONN_FIELDS:
                 assert f in c, f
+            assert c["type"] == "nats" and c["kind"] == "Client"
             assert c["ip"] == "127.0.0.1" and c["port"] > 0
             assert c["lang"] == "python3" and c["version"]
         assert by_name[names[1]]["subscriptions"] == 2
@@ -312,7 +329,8 @@ async def test_metrics_format_and_counters(mon) -> None:
                  "robustmq_log_commit_seconds_max", "robustmq_mq9_mailboxes",
                  "robustmq_mq9_mailboxes_created_total", "robustmq_mq9_mailboxes_expired_total",
                  "robustmq_slow_consumers_total", "robustmq_dropped_messages_total",
-                 "process_resident_memory_bytes"):
+                 "process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds",
+                 "python_info", "robustmq_info"):
         assert name in before, name
     # only the protocols that exist are reported
     protocols = {lab.get("protocol") for samples in before.values() for lab, _ in samples} - {None}
@@ -396,13 +414,16 @@ async def test_errors_and_survival(mon) -> None:
     r = await http(port, "/varz", method="POST", body=b'{"a":1}' * 100)
     assert r.status == 405
     assert r.headers["allow"] == "GET, HEAD"
+    # HTTP/0.9 (no version) is refused; HTTP/2 over this HTTP/1 port is not supported
+    assert (await http_raw(port, b"GET /varz HTTP/2.0\r\nHost: x\r\n\r\n")).status == 505
     for garbage in (b"GARBAGE\r\n\r\n", b"\x00\xff\xfe\x16\x03\x01 junk\r\n\r\n",
                     b"GET\r\n\r\n", b"GET /varz\r\n\r\n", b"GET /varz HTTP/1.1 extra\r\n\r\n",
                     b"GET /varz HTTP/1.1\r\nno colon here\r\n\r\n"):
         r = await http_raw(port, garbage)
         assert r.status == 400, garbage
-    big = b"GET /varz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
-    assert (await http_raw(port, big)).status == 431
+    # aiohttp refuses a header line over its limit with 400 (LineTooLong), where the old server said 431
+    big = b"GET /varz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    assert (await http_raw(port, big)).status == 400
     long_line = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n"
     assert (await http_raw(port, long_line)).status in (400, 431)
     # a client that connects and leaves, one that sends half a request and leaves
@@ -603,3 +624,48 @@ async def test_idle_http_clients_do_not_lock_out_healthz(mon) -> None:
     nc = await connect(mon)
     await nc.flush()
     await nc.close()
+
+
+# --------------------------------------------------------------------------- pieces without a server
+
+def test_redaction_helpers() -> None:
+    pid = "mail-0123456789abcdef-0123456789abcdef"
+    assert redact_subject(f"$mq9.AI.MAILBOX.MSG.{pid}") == "$mq9.AI.MAILBOX.MSG.mail-…"
+    assert redact_subject(f"$mq9.AI.MAILBOX.MSG.{pid}.urgent") == "$mq9.AI.MAILBOX.MSG.mail-…"
+    assert redact_subject(f"$mq9.AI.MAILBOX.MSG.MAIL-{pid[5:]}.*") == "$mq9.AI.MAILBOX.MSG.mail-…"
+    assert redact_subject("$mq9.AI.MAILBOX.MSG.team.inbox.*") == "$mq9.AI.MAILBOX.MSG.team.inbox.*"
+    assert redact_subject(f"agents.{pid}.status") == "agents.mail-….status"
+    assert redact_text(f"agent-{pid}") == "agent-mail-…" and redact_text("agent-7") == "agent-7"
+    assert redact_text("mail-short") == "mail-short"  # not shaped like an id
+    assert is_private_subject(f"$mq9.AI.MAILBOX.LIST.{pid}")
+    assert not is_private_subject("$mq9.AI.MAILBOX.CREATE") and not is_private_subject("orders.new")
+
+
+class _FakeFrontEnd:
+    def __init__(self, protocol: str, conns: list[Any]) -> None:
+        self.protocol = protocol
+        self.port = 1
+        self.slow_consumers = 0
+        self.total_connections = len(conns)
+        self._conns = conns
+
+    def connections(self) -> list[Any]:
+        return self._conns
+
+    def totals(self) -> tuple[int, int, int, int]:
+        return 0, 0, 0, 0
+
+    def is_serving(self) -> bool:
+        return True
+
+
+def test_frontend_registry() -> None:
+    reg = FrontEndRegistry()
+    nats_fe, mqtt_fe = _FakeFrontEnd("nats", ["a", "b"]), _FakeFrontEnd("mqtt", ["c"])
+    reg.register(nats_fe)
+    reg.register(mqtt_fe)
+    with pytest.raises(ValueError):
+        reg.register(_FakeFrontEnd("nats", []))
+    assert [fe.protocol for fe in reg] == ["nats", "mqtt"] and len(reg) == 2
+    assert reg.get("mqtt") is mqtt_fe and reg.get("kafka") is None
+    assert [(fe.protocol, c) for fe, c in reg.connections()] == [("nats", "a"), ("nats", "b"), ("mqtt", "c")]

@@ -7,6 +7,7 @@ import hmac
 import itertools
 import logging
 import secrets
+from collections.abc import Collection
 
 import msgspec
 
@@ -22,6 +23,8 @@ PROTOCOL_VERSION = "2.10.0"
 
 
 class NatsServer:
+    protocol = "nats"  # its name in the front-end registry (monitoring's `protocol` label)
+
     def __init__(self, cfg: Config, router: Router) -> None:
         self.cfg = cfg
         self.router = router
@@ -91,6 +94,13 @@ class NatsServer:
             bi += c.bytes_in
             bo += c.bytes_out
         return mi, mo, bi, bo
+
+    def connections(self) -> Collection[NatsSession]:
+        """The open connections (a live view), for monitoring."""
+        return self.conns.values()
+
+    def is_serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
 
     def account_backlog(self, conn: NatsSession, size: int) -> None:
         """Record one connection's transport backlog (counted while asyncio has paused writing to
