@@ -99,7 +99,7 @@ def test_one_byte_at_a_time() -> None:
         (b"SUB " + b"a" * 5000, errors.MAX_CONTROL_LINE),
         (b"\x00\x01\x02garbage\r\n", errors.UNKNOWN_OP),
         (b"HPUB foo 10 5\r\n", None),
-        (b"SUB\r\n", None),
+        (b"SUB\r\n", errors.UNKNOWN_OP),  # no blank after the name: nats-server says Unknown Protocol Operation
         (b"UNSUB 1 2 3\r\n", None),
         (b"CONNECT {\"name\":\"" + b"a" * 5000 + b"\"}\r\n", errors.MAX_CONTROL_LINE),
     ],

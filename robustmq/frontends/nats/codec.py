@@ -17,9 +17,22 @@ whose first item is an OP_* code:
 After a fatal error the parser stops producing operations. A subject, reply or queue that is not
 valid UTF-8 is refused without closing (`-ERR 'Invalid Publish Subject'` / `'Invalid Subject'`):
 subjects are text in every protocol robustmq speaks, so bytes are never replaced or passed through.
+
+Line rules follow nats-server's byte-at-a-time parser (server/parser.go), checked against the real
+binary: the operation name starts the line (case-insensitive; no leading blanks); PUB, HPUB, SUB,
+UNSUB and -ERR need a space or tab after the name, CONNECT and INFO take their argument after optional
+blanks, and PING, PONG and +OK ignore whatever follows them up to the newline. The control-line limit
+applies to the arguments (after the name and its blanks, without the closing CR). A line that cannot
+become an operation fails at once, before its newline arrives. Sizes of more than 9 digits are bad
+arguments (a silent close); an UNSUB max of more than 9 digits unsubscribes at once. A client's -ERR
+closes the connection silently; a client's INFO is ignored when its argument is a JSON object.
+One known difference, kept for speed: arguments are split with bytes.split(), so a form feed or
+vertical tab separates arguments here, where nats-server keeps it inside the subject.
 """
 
 from __future__ import annotations
+
+import msgspec
 
 from robustmq.frontends.nats import errors
 
@@ -39,10 +52,17 @@ _BAD_SUBJECT = (OP_ERR, errors.INVALID_SUBJECT, False)
 _PING = (OP_PING,)
 _PONG = (OP_PONG,)
 _OK = (OP_OK,)
+_BLANKS = (b" ", b"\t")
+_UNKNOWN = errors.UNKNOWN_OP
+_MAX_SIZE_DIGITS = 9  # nats-server's parseSize: a longer size is a bad argument, whatever its value
+# operation names and what follows them: 1 a blank, then arguments; 2 arguments after optional
+# blanks; 0 anything up to the newline, ignored
+_OPS = ((b"PUB", 1), (b"SUB", 1), (b"PING", 0), (b"PONG", 0), (b"HPUB", 1), (b"UNSUB", 1),
+        (b"CONNECT", 2), (b"INFO", 2), (b"+OK", 0), (b"-ERR", 1), (b"HMSG", 1))
 
 
 class NatsParser:
-    __slots__ = ("max_payload", "max_control_line", "_buf", "_pending", "dead")
+    __slots__ = ("_buf", "_pending", "dead", "max_control_line", "max_payload")
 
     def __init__(self, max_payload: int = 1 << 20, max_control_line: int = 4096) -> None:
         self.max_payload = max_payload
@@ -65,6 +85,7 @@ class NatsParser:
         pos = 0
         n = len(buf)
         mcl = self.max_control_line
+        mcl4 = mcl + 4
         # the OP_PUBS / OP_PUBR batch a following PUB to the same subject may join: only while that
         # batch is still the last operation (checked by identity, so a PING in between ends it)
         last_subj = b""
@@ -94,15 +115,20 @@ class NatsParser:
                 continue
             nl = buf.find(b"\n", pos)
             if nl < 0:
-                if n - pos > mcl:
-                    return self._fatal(out, errors.MAX_CONTROL_LINE)
-                break
+                # a control line still arriving: fail now if it cannot become an operation (as
+                # nats-server does byte by byte) or its arguments already pass the limit; otherwise
+                # carry it, bounded (see _partial)
+                carry = self._partial(buf[pos:])
+                if isinstance(carry, tuple):
+                    return self._fatal(out, carry[0])
+                self._buf = carry
+                return out
             le = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
             line = buf[pos:le]
             pos = nl + 1
             # fast path for the hot operation: PUB with its payload already in the buffer
             if line[:4] == b"PUB ":
-                if len(line) > mcl:
+                if len(line) > mcl4 and len(line[4:].lstrip(b" \t")) > mcl:
                     return self._fatal(out, errors.MAX_CONTROL_LINE)
                 a = line[4:].split()
                 la = len(a)
@@ -112,7 +138,7 @@ class NatsParser:
                     subj, reply, sz = a
                 else:
                     return self._fatal(out, errors.SILENT_CLOSE)
-                if not sz.isdigit():
+                if not sz.isdigit() or len(sz) > _MAX_SIZE_DIGITS:
                     return self._fatal(out, errors.SILENT_CLOSE)
                 size = int(sz)
                 if size > self.max_payload:
@@ -161,36 +187,32 @@ class NatsParser:
                 else:
                     self._pending = (_text(subj), _text(reply) if reply else None, -1, size)
                 continue
-            c0 = line[:1]
-            if c0 in (b"P", b"p"):
-                op4 = line[:4].upper()
-                if op4 == b"PUB " or op4 == b"PUB\t":
-                    if len(line) > mcl:
-                        return self._fatal(out, errors.MAX_CONTROL_LINE)
-                    r = self._pub_args(line[4:].split(), False)
-                    if not isinstance(r, tuple):
-                        return self._fatal(out, r)
-                    self._pending = r
-                    continue
-                if op4 == b"PING" and len(line.strip()) == 4:
-                    out.append(_PING)
-                    continue
-                if op4 == b"PONG" and len(line.strip()) == 4:
-                    out.append(_PONG)
-                    continue
-            if len(line) > mcl:  # CONNECT too, as nats-server
-                return self._fatal(out, errors.MAX_CONTROL_LINE)
-            sp = line.split(None, 1)
-            if not sp:
+            u = line[:4].upper()
+            if u == b"PING":  # nats-server ignores the rest of a PING, PONG or +OK line
+                out.append(_PING)
+                continue
+            if u == b"PONG":
+                out.append(_PONG)
+                continue
+            if u[:3] == b"+OK":
+                continue
+            # the other operations: the name, then (a blank and) the arguments
+            if u[:3] in (b"PUB", b"SUB") and line[3:4] in _BLANKS:
+                op, rest = u[:3], line[4:]
+            elif u in (b"HPUB", b"-ERR", b"HMSG") and line[4:5] in _BLANKS:
+                op, rest = u, line[5:]
+            elif u == b"UNSU" and line[4:5].upper() == b"B" and line[5:6] in _BLANKS:
+                op, rest = b"UNSUB", line[6:]
+            elif u == b"INFO":
+                op, rest = u, line[4:]
+            elif u == b"CONN" and line[4:7].upper() == b"ECT":
+                op, rest = b"CONNECT", line[7:]
+            else:
                 return self._fatal(out, errors.UNKNOWN_OP)
-            op = sp[0].upper()
-            rest = sp[1] if len(sp) > 1 else b""
-            if op == b"HPUB":
-                r = self._pub_args(rest.split(), True)
-                if not isinstance(r, tuple):
-                    return self._fatal(out, r)
-                self._pending = r
-            elif op == b"SUB":
+            rest = rest.lstrip(b" \t")
+            if len(rest) > mcl:  # CONNECT too, as nats-server
+                return self._fatal(out, errors.MAX_CONTROL_LINE)
+            if op == b"SUB":
                 a = rest.split()
                 if len(a) not in (2, 3):
                     return self._fatal(out, errors.SILENT_CLOSE)
@@ -203,24 +225,34 @@ class NatsParser:
                     out.append((OP_SUB, sa[0], None, sa[1]))
                 else:
                     out.append((OP_SUB, sa[0], sa[1], sa[2]))
+            elif op == b"PUB" or op == b"HPUB":
+                r = self._pub_args(rest.split(), op == b"HPUB")
+                if not isinstance(r, tuple):
+                    return self._fatal(out, r)
+                self._pending = r
             elif op == b"UNSUB":
                 a = rest.split()
                 if len(a) not in (1, 2):
                     return self._fatal(out, errors.SILENT_CLOSE)
-                # a max that is not a positive number unsubscribes at once, as nats-server does
-                mx = int(a[1]) if len(a) == 2 and a[1].isdigit() else None
+                # a max that is not a positive number (of at most 9 digits) unsubscribes at once, as
+                # nats-server does
+                mx = int(a[1]) if len(a) == 2 and a[1].isdigit() and len(a[1]) <= _MAX_SIZE_DIGITS else None
                 out.append((OP_UNSUB, _text(a[0]), mx))
             elif op == b"CONNECT":
                 out.append((OP_CONNECT, rest))
-            elif op == b"PING":
-                out.append(_PING)
-            elif op == b"PONG":
-                out.append(_PONG)
-            elif op == b"+OK":
-                continue
+            elif op == b"INFO":
+                # nats-server decodes a client's INFO into its Info struct and ignores it
+                try:
+                    info = msgspec.json.decode(rest)
+                except msgspec.DecodeError:
+                    info = False
+                except RecursionError:  # nested deeper than msgspec goes (Go's limit is 10000)
+                    info = {} if rest[:1] == b"{" else False
+                if info is not None and info.__class__ is not dict:
+                    return self._fatal(out, errors.SILENT_CLOSE)
             elif op == b"-ERR":
-                continue
-            else:
+                return self._fatal(out, errors.SILENT_CLOSE)  # nats-server closes a client that sends -ERR
+            else:  # HMSG: a server-to-server operation
                 return self._fatal(out, errors.UNKNOWN_OP)
         self._buf = buf[pos:] if pos < n else b""
         return out
@@ -233,7 +265,7 @@ class NatsParser:
             subject, reply, sizes = a[0], a[1], a[2:]
         else:
             return errors.SILENT_CLOSE
-        if not all(s.isdigit() for s in sizes):
+        if not all(s.isdigit() and len(s) <= _MAX_SIZE_DIGITS for s in sizes):
             return errors.SILENT_CLOSE
         if headers:
             hlen, size = int(sizes[0]), int(sizes[1])
@@ -244,6 +276,33 @@ class NatsParser:
         if size > self.max_payload:
             return errors.MAX_PAYLOAD
         return (_text(subject), _text(reply) if reply else None, hlen, size)
+
+    def _partial(self, p: bytes) -> bytes | tuple[str | None]:
+        """What to carry of a control line whose newline has not arrived, or (error text,).
+
+        Bounded (by the control-line limit plus a few bytes): a line that cannot become an operation
+        fails at once, arguments longer than the limit fail, a run of blanks after the name is kept
+        as one space, and the ignored rest of a PING, PONG or +OK line is not kept at all."""
+        k = len(p)
+        u = p[:7].upper()
+        for name, kind in _OPS:
+            ln = len(name)
+            if k <= ln:
+                if name[:k] == u:
+                    return p  # still a prefix of this name
+                continue
+            if u[:ln] != name:
+                continue
+            if kind == 0:
+                return name
+            rest = p[ln:]
+            if kind == 1 and rest[:1] not in _BLANKS:
+                return (_UNKNOWN,)
+            args = rest.lstrip(b" \t")
+            if len(args) - (args[-1:] == b"\r") > self.max_control_line:
+                return (errors.MAX_CONTROL_LINE,)
+            return name + b" " + args if len(args) + ln + 1 < k else p
+        return (_UNKNOWN,)
 
     def _fatal(self, out: list[tuple], text: str | None) -> list[tuple]:
         self.dead = True
