@@ -208,3 +208,14 @@ async def test_oversize_payload_error_text(server) -> None:
     await w.drain()
     assert await asyncio.wait_for(r.readline(), 5) == b"-ERR 'Maximum Payload Violation'\r\n"
     assert await asyncio.wait_for(r.read(), 5) == b""
+
+
+async def test_deeply_nested_connect_closes_only_that_connection(server) -> None:
+    r, w = await asyncio.open_connection("127.0.0.1", server.nats_port)
+    await r.readline()
+    w.write(b'CONNECT {"x":' + b"[" * 1990 + b"]" * 1990 + b"}\r\nPING\r\n")  # under the 4 KiB line limit
+    await w.drain()
+    assert await asyncio.wait_for(r.read(), 5) == b""  # closed, as an unparsable CONNECT is
+    w.close()
+    assert await roundtrip_ok(server)
+    assert "Traceback" not in server.log_text()

@@ -44,6 +44,7 @@ class NatsServer:
         self.pending_total = 0
         self._backlogged: set[NatsSession] = set()
         self._enforcing = False
+        self.producer: NatsSession | None = None  # the connection whose data is being handled now
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("robustmq.nats")
 
+# A read this large means the client has more waiting: stop reading from it for the rest of this loop
+# turn, so one fast publisher cannot hold the loop (and every other client's PINGs and commits).
+READ_TURN_BYTES = 64 << 10
+# A producer whose messages land on a backlogged reader is paused this long at most per episode
+# (resumed earlier when the reader drains): its rate falls to what its readers take, as nats-server
+# stalls fast producers, instead of growing backlogs until PINGs wait behind megabytes of data.
+STALL_MAX_S = 0.05
+STALL_BACKLOG_BYTES = 1 << 20  # a reader with this much unsent is backlogged
 PONG = b"PONG\r\n"
 PING = b"PING\r\n"
 OK = b"+OK\r\n"
@@ -105,6 +113,11 @@ class NatsSession(asyncio.Protocol):
         self._out_size = 0
         self._reply_subs: dict[str, Subscription] = {}  # reply-subject parent -> own subscription
         self._backlog = 0  # this connection's share of server.pending_total (transport buffer bytes)
+        self._read_paused = False
+        self._stall_pending = False
+        self._stalled: set[NatsSession] = set()  # producers paused until this reader drains
+        self._drained_at_ping = 0  # bytes the socket had taken when the last server PING went out
+        self._read_at_ping = 0  # bytes_in then
         self._flush_scheduled = False
         self._auth_timer: asyncio.TimerHandle | None = None
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
@@ -131,6 +144,7 @@ class NatsSession(asyncio.Protocol):
         self.subs.clear()
         self._out.clear()
         self.server.account_backlog(self, 0)
+        self._release_stalled()
         self.server.unregister(self)
 
     # flow control: asyncio tells us when the transport's buffer crosses its high/low water marks;
@@ -142,11 +156,54 @@ class NatsSession(asyncio.Protocol):
     def resume_writing(self) -> None:
         if not self.closed:
             self.server.account_backlog(self, 0)
+        self._release_stalled()
+
+    def _release_stalled(self) -> None:
+        stalled, self._stalled = self._stalled, set()
+        for p in stalled:
+            p._resume_reading()
+
+    def _pause_reading(self, for_s: float | None) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            return
+        if not self._read_paused:
+            self._read_paused = True
+            t.pause_reading()
+        loop = asyncio.get_running_loop()
+        if for_s is None:
+            loop.call_soon(self._resume_reading)
+        else:
+            loop.call_later(for_s, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and not self.closed and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def _stall(self, reader: NatsSession) -> None:
+        """This connection's messages reached a backlogged reader: pause reading from it."""
+        if not self.closed:
+            reader._stalled.add(self)
+            self._stall_pending = True
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self.bytes_in += len(data)
+        srv = self.server
+        srv.producer = self
+        self._stall_pending = False
+        try:
+            self._handle(data)
+        finally:
+            srv.producer = None
+        if self._stall_pending:
+            self._pause_reading(STALL_MAX_S)
+        elif len(data) >= READ_TURN_BYTES:
+            self._pause_reading(None)  # the rest waits for the next loop turn
+
+    def _handle(self, data: bytes) -> None:
         ops = self.parser.feed(data)
         router = self.router
         gate = self.server.auth_required and not self.connected
@@ -212,7 +269,7 @@ class NatsSession(asyncio.Protocol):
         if self.verbose:
             self.write(OK)  # nats-server queues +OK before any delivery, even to this connection
         self.last_pub_seq = self.router.write_seq
-        headers = parse_headers(hdr) if hdr is not None else None
+        headers = parse_headers(hdr) if hdr else None  # HPUB with 0 header bytes is a plain message
         if not self.router.publish(subject, reply, headers, payload, self).delivered and reply and \
                 self.no_responders and self.headers:
             self._no_responders(reply, subject)
@@ -220,7 +277,7 @@ class NatsSession(asyncio.Protocol):
     def _connect(self, raw: bytes) -> bool:
         try:
             o = _connect_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly nested JSON
             self.fail(None)  # nats-server closes on an unparsable CONNECT without an -ERR
             return False
         srv = self.server
@@ -332,6 +389,7 @@ class NatsSession(asyncio.Protocol):
             self.slow_consumer()
         elif self._backlog:  # a reader that is already behind: count what it is given at once
             self.server.account_backlog(self, self._backlog + len(frame))
+            self._behind()
 
     def deliver_many(self, sub: Subscription, subject: str, payloads: list[bytes]) -> None:
         """Several reply-less, header-less messages for one subscription: one buffer append."""
@@ -366,6 +424,13 @@ class NatsSession(asyncio.Protocol):
             self.slow_consumer()
         elif self._backlog:
             self.server.account_backlog(self, self._backlog + len(frame))
+            self._behind()
+
+    def _behind(self) -> None:
+        """Delivery to a reader whose socket is full: past STALL_BACKLOG_BYTES, slow the producer."""
+        p = self.server.producer
+        if p is not None and p is not self and self._backlog > STALL_BACKLOG_BYTES:
+            p._stall(self)
 
     def reply(self, subject: str, payload: bytes) -> bool:
         """Deliver a broker reply to this connection's own subscription on `subject`, never through
@@ -457,9 +522,18 @@ class NatsSession(asyncio.Protocol):
             self.transport.close()
 
     def send_ping(self) -> None:
+        t = self.transport
+        drained = self.bytes_out - (t.get_write_buffer_size() if t is not None else 0)
+        if drained > self._drained_at_ping or self.bytes_in > self._read_at_ping:
+            # the client keeps taking our data or sending its own, so it is alive: its PONG may be
+            # queued behind that data (nats-server also skips a PING after recent client activity).
+            # Stale means neither a PONG nor any progress either way for max_pings_out intervals.
+            self.pings_out = 0
+        self._read_at_ping = self.bytes_in
         if self.pings_out >= self.server.cfg.max_pings_out:
             self.fail(errors.STALE)
             return
+        self._drained_at_ping = drained + len(PING)  # the PING itself is no sign of life
         self.pings_out += 1
         self.write(PING)
 
