@@ -62,6 +62,9 @@ class Connection(Protocol):
         """A broker reply for this connection only (never through the subject match); False when
         the connection has no subscription that would receive `subject`."""
 
+    def reply_many(self, subjects: list[str], payloads: list[bytes]) -> None:
+        """Several broker replies at once (a pipelined burst of requests), in order."""
+
     def refuse(self, refusal: Refusal) -> None:
         """Tell the client, in its protocol, that an operation was refused; the connection stays."""
 

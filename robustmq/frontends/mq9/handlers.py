@@ -211,9 +211,7 @@ class Mq9Layer:
             elif kind == _ACKS:
                 origin, first = item[1], item[3]
                 if origin is not None and not origin.closed:
-                    reply_to = origin.reply
-                    for i, reply in enumerate(item[2]):
-                        reply_to(reply, b'{"msg_id":%d}' % (first + i))
+                    origin.reply_many(item[2], [b'{"msg_id":%d}' % i for i in range(first, first + len(item[2]))])
             elif kind == _LIVE_MANY:
                 mb, first, recs = item[1], item[2], item[3]
                 if delivery.has_targets(mb.mail_id):

@@ -95,6 +95,7 @@ class NatsSession(asyncio.Protocol):
         self.parser = NatsParser(cfg.max_payload, cfg.max_control_line)
         self.max_pending = cfg.max_pending
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.subs: dict[str, Subscription] = {}
         self.cid = 0
         self.verbose = True  # until CONNECT says otherwise, like nats-server
@@ -127,6 +128,7 @@ class NatsSession(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
         self.peer = transport.get_extra_info("peername") or ("", 0)
         self.start_time = time.time()
         self.cid = self.server.register(self)
@@ -381,7 +383,7 @@ class NatsSession(asyncio.Protocol):
         self.msgs_out += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         sub.delivered += 1
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
             self._remove(sub)
@@ -416,7 +418,7 @@ class NatsSession(asyncio.Protocol):
         self.msgs_out += len(payloads)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         sub.delivered += len(payloads)
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
             self._remove(sub)
@@ -432,12 +434,8 @@ class NatsSession(asyncio.Protocol):
         if p is not None and p is not self and self._backlog > STALL_BACKLOG_BYTES:
             p._stall(self)
 
-    def reply(self, subject: str, payload: bytes) -> bool:
-        """Deliver a broker reply to this connection's own subscription on `subject`, never through
-        the general subject match (mq9 replies carry mail_ids: a `SUB >` spy must not see them).
-        False when this connection has no subscription that matches."""
-        if self.closed:
-            return False
+    def _reply_sub(self, subject: str) -> Subscription | None:
+        """This connection's own plain subscription that receives `subject` (cached per parent)."""
         parent = subject.rpartition(".")[0]
         sub = self._reply_subs.get(parent)
         if sub is None or self.subs.get(sub.sid) is not sub or not (
@@ -445,12 +443,44 @@ class NatsSession(asyncio.Protocol):
             sub = next((s for s in self.subs.values() if not s.queue and subject_matches(s.subject, subject)),
                        None)
             if sub is None:
-                return False
+                return None
             if len(self._reply_subs) >= 64:
                 self._reply_subs.clear()
             self._reply_subs[parent] = sub
-        self.deliver(sub, subject, None, None, payload)
+        return sub
+
+    def reply(self, subject: str, payload: bytes) -> bool:
+        """Deliver a broker reply to this connection's own subscription on `subject`, never through
+        the general subject match (mq9 replies carry mail_ids: a `SUB >` spy must not see them).
+        False when this connection has no subscription that matches."""
+        if self.closed:
+            return False
+        sub = self._reply_sub(subject)
+        if sub is None:
+            return False
+        self._frame(sub, subject, None, None, payload)
         return True
+
+    def reply_many(self, subjects: list[str], payloads: list[bytes]) -> None:
+        """Several broker replies (a pipelined burst of acked requests), framed in one pass and
+        written at once: the requester is waiting for exactly these."""
+        if self.closed or not subjects:
+            return
+        sub = self._reply_sub(subjects[0])
+        parent = subjects[0].rpartition(".")[0]
+        if sub is None or sub.max_msgs or sub.subject != parent + ".*" or \
+                not all(r.rpartition(".")[0] == parent for r in subjects):
+            for r, p in zip(subjects, payloads):
+                self.reply(r, p)
+        else:  # one wildcard inbox subscription takes them all (every client library's request)
+            sid = sub.sid.encode()
+            frame = b"".join([b"MSG %s %s %d\r\n%s\r\n" % (r.encode(), sid, len(p), p)
+                              for r, p in zip(subjects, payloads)])
+            self._out.append(frame)
+            self._out_size += len(frame)
+            self.msgs_out += len(subjects)
+            sub.delivered += len(subjects)
+        self._flush()
 
     def outbound_size(self) -> int:
         """Bytes queued for this client and not yet taken by the socket."""
@@ -475,7 +505,7 @@ class NatsSession(asyncio.Protocol):
         self._out_size += len(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
