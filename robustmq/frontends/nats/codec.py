@@ -1,18 +1,18 @@
 """Sans-IO NATS client-protocol parser: feed bytes, get operations. No sockets here.
 
 Scans one buffer with `find(b"\\n")` per control line (no regexes, no line splitting of the whole
-buffer); a control line or payload that straddles reads is carried over. Each operation is a tuple
-whose first item is an OP_* code:
+buffer); a control line or payload that straddles reads is carried over. Each operation is a typed
+event (a NamedTuple whose first field is its OP_* code):
 
-    (OP_PUB, subject, reply|None, payload, hdr|None)   # HPUB, and PUB whose payload was split
-    (OP_PUBS, subject, None, [payload, ...])            # consecutive PUBs to one subject, no reply
-    (OP_PUBR, subject, [reply, ...], [payload, ...])    # consecutive PUBs to one subject, with replies
-    (OP_SUB, subject, queue|None, sid)
-    (OP_UNSUB, sid, max_msgs|None)
-    (OP_CONNECT, raw_json_bytes)
-    (OP_PING,) / (OP_PONG,)
-    (OP_ERR, text|None, fatal)                          # the peer broke the protocol (None: close
-                                                        # without -ERR, as nats-server does)
+    Pub(OP_PUB, subject, reply|None, payload, hdr|None)        # HPUB, and PUB whose payload was split
+    PubBatch(OP_PUBS, subject, None, [payload, ...])           # consecutive PUBs to one subject
+    RequestBatch(OP_PUBR, subject, [reply, ...], [payload, ...])  # ... each with a reply subject
+    Sub(OP_SUB, subject, queue|None, sid)
+    Unsub(OP_UNSUB, sid, max_msgs|None)
+    Connect(OP_CONNECT, raw_json_bytes)
+    Ping(OP_PING) / Pong(OP_PONG)
+    ProtocolError(OP_ERR, text|None, fatal)    # the peer broke the protocol (None: close without
+                                               # -ERR, as nats-server does)
 
 After a fatal error the parser stops producing operations. A subject, reply or queue that is not
 valid UTF-8 is refused without closing (`-ERR 'Invalid Publish Subject'` / `'Invalid Subject'`):
@@ -32,6 +32,8 @@ vertical tab separates arguments here, where nats-server keeps it inside the sub
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 
 from robustmq.frontends.nats import errors
@@ -47,11 +49,84 @@ OP_OK = 8
 OP_PUBS = 9
 OP_PUBR = 10
 
-_BAD_PUB_SUBJECT = (OP_ERR, errors.INVALID_PUB_SUBJECT, False)
-_BAD_SUBJECT = (OP_ERR, errors.INVALID_SUBJECT, False)
-_PING = (OP_PING,)
-_PONG = (OP_PONG,)
-_OK = (OP_OK,)
+
+
+# The events, typed. They are NamedTuples whose first field is the OP_* code: the session reads
+# fields by name, a test can still compare an event with a plain tuple, and building one costs
+# about what a tuple does (PUB runs come as one PubBatch/RequestBatch, not one event per message).
+class Pub(NamedTuple):
+    """A PUB whose payload arrived in pieces, or an HPUB (`hdr`: its raw NATS header block)."""
+
+    code: int
+    subject: str
+    reply: str | None
+    payload: bytes
+    hdr: bytes | None
+
+
+class PubBatch(NamedTuple):
+    """Consecutive reply-less PUBs to one subject."""
+
+    code: int
+    subject: str
+    reply: None
+    payloads: list[bytes]
+
+
+class RequestBatch(NamedTuple):
+    """Consecutive PUBs to one subject, each with its reply subject."""
+
+    code: int
+    subject: str
+    replies: list[str]
+    payloads: list[bytes]
+
+
+class Sub(NamedTuple):
+    code: int
+    subject: str
+    queue: str | None
+    sid: str
+
+
+class Unsub(NamedTuple):
+    code: int
+    sid: str
+    max_msgs: int | None
+
+
+class Connect(NamedTuple):
+    code: int
+    raw: bytes  # the JSON, decoded by the session
+
+
+class Ping(NamedTuple):
+    code: int
+
+
+class Pong(NamedTuple):
+    code: int
+
+
+class Ok(NamedTuple):
+    code: int
+
+
+class ProtocolError(NamedTuple):
+    """The peer broke the protocol: `text` for -ERR (None: close silently); fatal closes."""
+
+    code: int
+    text: str | None
+    fatal: bool
+
+
+Event = Pub | PubBatch | RequestBatch | Sub | Unsub | Connect | Ping | Pong | Ok | ProtocolError
+
+_BAD_PUB_SUBJECT = ProtocolError(OP_ERR, errors.INVALID_PUB_SUBJECT, False)
+_BAD_SUBJECT = ProtocolError(OP_ERR, errors.INVALID_SUBJECT, False)
+_PING = Ping(OP_PING)
+_PONG = Pong(OP_PONG)
+_OK = Ok(OP_OK)
 _BLANKS = (b" ", b"\t")
 _UNKNOWN = errors.UNKNOWN_OP
 _MAX_SIZE_DIGITS = 9  # nats-server's parseSize: a longer size is a bad argument, whatever its value
@@ -77,11 +152,11 @@ class NatsParser:
         """No partial frame is waiting for more bytes."""
         return self._pending is None and not self._buf
 
-    def feed(self, data: bytes) -> list[tuple]:
+    def feed(self, data: bytes) -> list[Event]:
         if self.dead:
             return []
         buf = self._buf + data if self._buf else data
-        out: list[tuple] = []
+        out: list[Event] = []
         pos = 0
         n = len(buf)
         mcl = self.max_control_line
@@ -107,9 +182,9 @@ class NatsParser:
                 if subject is INVALID_TEXT or reply is INVALID_TEXT:
                     out.append(_BAD_PUB_SUBJECT)
                 elif hlen >= 0:
-                    out.append((OP_PUB, subject, reply, buf[pos + hlen:end], buf[pos:pos + hlen]))
+                    out.append(Pub(OP_PUB, subject, reply, buf[pos + hlen:end], buf[pos:pos + hlen]))
                 else:
-                    out.append((OP_PUB, subject, reply, buf[pos:end], None))
+                    out.append(Pub(OP_PUB, subject, reply, buf[pos:end], None))
                 self._pending = None
                 pos = end + 2
                 continue
@@ -133,9 +208,9 @@ class NatsParser:
                 a = line[4:].split()
                 la = len(a)
                 if la == 2:
-                    subj, reply, sz = a[0], None, a[1]
+                    subj, rep, sz = a[0], None, a[1]
                 elif la == 3:
-                    subj, reply, sz = a
+                    subj, rep, sz = a
                 else:
                     return self._fatal(out, errors.SILENT_CLOSE)
                 if not sz.isdigit() or len(sz) > _MAX_SIZE_DIGITS:
@@ -147,7 +222,7 @@ class NatsParser:
                 if end + 2 <= n:
                     if buf[end:end + 2] != b"\r\n":
                         return self._fatal(out, errors.UNKNOWN_OP)
-                    if reply is None:
+                    if rep is None:
                         if subj == last_subj and out and out[-1] is last_op:
                             last_list.append(buf[pos:end])
                         else:
@@ -159,11 +234,11 @@ class NatsParser:
                                 continue
                             last_subj = subj
                             last_list = [buf[pos:end]]
-                            last_op = (OP_PUBS, subject, None, last_list)
+                            last_op = PubBatch(OP_PUBS, subject, None, last_list)
                             out.append(last_op)
                     else:
                         try:
-                            rtext = reply.decode()
+                            rtext = rep.decode()
                         except UnicodeDecodeError:
                             out.append(_BAD_PUB_SUBJECT)
                             pos = end + 2
@@ -181,11 +256,11 @@ class NatsParser:
                             last_rsubj = subj
                             last_rlist = [buf[pos:end]]
                             last_replies = [rtext]
-                            last_rop = (OP_PUBR, subject, last_replies, last_rlist)
+                            last_rop = RequestBatch(OP_PUBR, subject, last_replies, last_rlist)
                             out.append(last_rop)
                     pos = end + 2
                 else:
-                    self._pending = (_text(subj), _text(reply) if reply else None, -1, size)
+                    self._pending = (_text(subj), _text(rep) if rep else None, -1, size)
                 continue
             u = line[:4].upper()
             if u == b"PING":  # nats-server ignores the rest of a PING, PONG or +OK line
@@ -222,9 +297,9 @@ class NatsParser:
                     out.append(_BAD_SUBJECT)
                     continue
                 if len(sa) == 2:
-                    out.append((OP_SUB, sa[0], None, sa[1]))
+                    out.append(Sub(OP_SUB, sa[0], None, sa[1]))
                 else:
-                    out.append((OP_SUB, sa[0], sa[1], sa[2]))
+                    out.append(Sub(OP_SUB, sa[0], sa[1], sa[2]))
             elif op == b"PUB" or op == b"HPUB":
                 r = self._pub_args(rest.split(), op == b"HPUB")
                 if not isinstance(r, tuple):
@@ -237,9 +312,9 @@ class NatsParser:
                 # a max that is not a positive number (of at most 9 digits) unsubscribes at once, as
                 # nats-server does
                 mx = int(a[1]) if len(a) == 2 and a[1].isdigit() and len(a[1]) <= _MAX_SIZE_DIGITS else None
-                out.append((OP_UNSUB, _text(a[0]), mx))
+                out.append(Unsub(OP_UNSUB, _text(a[0]), mx))
             elif op == b"CONNECT":
-                out.append((OP_CONNECT, rest))
+                out.append(Connect(OP_CONNECT, rest))
             elif op == b"INFO":
                 # nats-server decodes a client's INFO into its Info struct and ignores it
                 try:
@@ -304,10 +379,10 @@ class NatsParser:
             return name + b" " + args if len(args) + ln + 1 < k else p
         return (_UNKNOWN,)
 
-    def _fatal(self, out: list[tuple], text: str | None) -> list[tuple]:
+    def _fatal(self, out: list[Event], text: str | None) -> list[Event]:
         self.dead = True
         self._buf = b""
-        out.append((OP_ERR, text, True))
+        out.append(ProtocolError(OP_ERR, text, True))
         return out
 
 

@@ -11,16 +11,16 @@ import msgspec
 
 from robustmq.frontends.nats import errors
 from robustmq.frontends.nats.codec import (
-    OP_CONNECT,
-    OP_ERR,
-    OP_PING,
-    OP_PONG,
-    OP_PUB,
-    OP_PUBR,
-    OP_PUBS,
-    OP_SUB,
-    OP_UNSUB,
+    Connect,
     NatsParser,
+    Ping,
+    Pong,
+    ProtocolError,
+    Pub,
+    PubBatch,
+    RequestBatch,
+    Sub,
+    Unsub,
 )
 from robustmq.frontends.nats.headers import build_headers, parse_headers
 from robustmq.routing.contract import Headers, Refusal, RefusalKind
@@ -206,23 +206,22 @@ class NatsSession(asyncio.Protocol):
             self._pause_reading(None)  # the rest waits for the next loop turn
 
     def _handle(self, data: bytes) -> None:
-        ops = self.parser.feed(data)
         router = self.router
         gate = self.server.auth_required and not self.connected
-        for op in ops:
-            code = op[0]
-            if code == OP_PUBS or code == OP_PUBR:
+        for op in self.parser.feed(data):
+            if isinstance(op, (PubBatch, RequestBatch)):
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
-                subject, replies, payloads = op[1], op[2], op[3]
+                subject, payloads = op.subject, op.payloads
                 self.msgs_in += len(payloads)
+                replies = op.replies if isinstance(op, RequestBatch) else None
                 if self.verbose or self.pedantic and not valid_publish_subject(subject):
                     # rare modes: one message at a time, for nats-server's exact reply order
                     for i, payload in enumerate(payloads):
                         self._publish_one(subject, replies[i] if replies else None, None, payload)
                     continue
                 self.last_pub_seq = router.write_seq
-                if code == OP_PUBS:
+                if replies is None:
                     router.publish_many(subject, payloads, self)
                     continue
                 counts = router.publish_requests(subject, replies, payloads, self)
@@ -230,35 +229,37 @@ class NatsSession(asyncio.Protocol):
                     for n, reply in zip(counts, replies):
                         if not n:
                             self._no_responders(reply, subject)
-            elif code == OP_PUB:
+            elif isinstance(op, Pub):
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
-                if op[4] is not None and not self.headers:
+                if op.hdr is not None and not self.headers:
                     return self.fail(errors.SILENT_CLOSE)  # HPUB without announcing headers
                 self.msgs_in += 1
-                self._publish_one(op[1], op[2], op[4], op[3])
-            elif code == OP_PING:
+                self._publish_one(op.subject, op.reply, op.hdr, op.payload)
+            elif isinstance(op, Ping):
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
                 self._ping_barrier()
-            elif code == OP_PONG:
+            elif isinstance(op, Pong):
                 self.pings_out = 0
-            elif code == OP_SUB:
+            elif isinstance(op, Sub):
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
-                self._sub(op[1], op[2], op[3])
-            elif code == OP_UNSUB:
+                self._sub(op.subject, op.queue, op.sid)
+            elif isinstance(op, Unsub):
                 if gate:
                     return self.fail(errors.AUTH_VIOLATION)
-                self._unsub(op[1], op[2])
-            elif code == OP_CONNECT:
-                if not self._connect(op[1]):
+                self._unsub(op.sid, op.max_msgs)
+            elif isinstance(op, Connect):
+                if not self._connect(op.raw):
                     return
                 gate = False
-            elif code == OP_ERR:
-                if op[2]:
-                    return self.fail(op[1])
-                self.write(errors.err_line(op[1]))
+            elif isinstance(op, ProtocolError):
+                if op.fatal:
+                    return self.fail(op.text)
+                if op.text is not None:
+                    self.write(errors.err_line(op.text))
+        return None
 
     # ------------------------------------------------------------------ operations
     def _publish_one(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes) -> None:
