@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("robustmq.nats")
 
-# A read this large means the client has more waiting: stop reading from it for the rest of this loop
-# turn, so one fast publisher cannot hold the loop (and every other client's PINGs and commits).
-READ_TURN_BYTES = 64 << 10
+# Bytes read from one connection in one loop turn before it waits for the next turn, so one fast
+# publisher cannot hold the loop (and every other client's PINGs and commits) for seconds.
+READ_TURN_BYTES = 1 << 20
 # A producer whose messages land on a backlogged reader is paused this long at most per episode
 # (resumed earlier when the reader drains): its rate falls to what its readers take, as nats-server
 # stalls fast producers, instead of growing backlogs until PINGs wait behind megabytes of data.
@@ -116,6 +116,7 @@ class NatsSession(asyncio.Protocol):
         self._backlog = 0  # this connection's share of server.pending_total (transport buffer bytes)
         self._read_paused = False
         self._stall_pending = False
+        self._turn_read = 0  # bytes read in this loop turn (reset by a callback in the next)
         self._stalled: set[NatsSession] = set()  # producers paused until this reader drains
         self._drained_at_ping = 0  # bytes the socket had taken when the last server PING went out
         self._read_at_ping = 0  # bytes_in then
@@ -172,11 +173,13 @@ class NatsSession(asyncio.Protocol):
         if not self._read_paused:
             self._read_paused = True
             t.pause_reading()
-        loop = asyncio.get_running_loop()
         if for_s is None:
-            loop.call_soon(self._resume_reading)
+            self._loop.call_soon(self._resume_reading)
         else:
-            loop.call_later(for_s, self._resume_reading)
+            self._loop.call_later(for_s, self._resume_reading)
+
+    def _new_turn(self) -> None:
+        self._turn_read = 0
 
     def _resume_reading(self) -> None:
         if self._read_paused and not self.closed and self.transport is not None:
@@ -202,8 +205,12 @@ class NatsSession(asyncio.Protocol):
             srv.producer = None
         if self._stall_pending:
             self._pause_reading(STALL_MAX_S)
-        elif len(data) >= READ_TURN_BYTES:
-            self._pause_reading(None)  # the rest waits for the next loop turn
+        else:
+            if not self._turn_read:
+                self._loop.call_soon(self._new_turn)
+            self._turn_read += len(data)
+            if self._turn_read > READ_TURN_BYTES:
+                self._pause_reading(None)  # the rest waits for the next loop turn
 
     def _handle(self, data: bytes) -> None:
         router = self.router
