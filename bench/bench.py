@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from procs import NatsServer, RobustMQ, nats_server_binary
+from procs import NatsServer, RobustMQ, nats_server_binary  # noqa: E402 - after the sys.path line
 
 PAYLOAD = b"x" * 128
 BATCH = 1000
@@ -602,7 +602,8 @@ WORKLOADS = [
     Workload("fanout4", "msg/s in", 300_000, 60_000, wl_fanout4, wl_fanout4, "core", "-"),
     Workload("reqrep", "us p50", 10_000, 2_000, wl_reqrep, wl_reqrep, "core", "-", False),
     Workload("churn", "conn/s", 3_000, 1_000, wl_churn, wl_churn, "core", "-"),
-    Workload("slowsub", "MB peak RSS", 1_500_000, 1_000_000, wl_slowsub, wl_slowsub, "core", "< 300 MB", False),
+    Workload("slowsub", "MB peak RSS", 1_500_000, 1_000_000, wl_slowsub, wl_slowsub, "core", "< 300 MB",
+             False),
     # one mailbox holds at most 100,000 messages by default (--mq9-max-messages), hence n <= 100,000
     Workload("mq9send", "acked msg/s", 100_000, 50_000, wl_mq9send, wl_jsack, "js", ">= 1.0x JetStream"),
     Workload("mq9replay", "msg/s", 100_000, 100_000, wl_mq9replay, wl_jsreplay, "js", ">= 200,000 msg/s"),
@@ -682,7 +683,8 @@ def print_table(rows: list[Row]) -> None:
                       "-" if ratio is None else f"{ratio:.2f}x", row.target))
         for k, (a, b) in row.extra.items():
             r2 = f"{a / b:.2f}x" if b else "-"
-            lines.append(("", k if row.higher_is_better else k + " (lower is better)", fmt(a), row.peer_name, fmt(b), r2, ""))
+            label = k if row.higher_is_better else k + " (lower is better)"
+            lines.append(("", label, fmt(a), row.peer_name, fmt(b), r2, ""))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for i in range(len(lines) - 1, 1, -1):  # a workload's further rows leave its name blank
         if lines[i][0] and lines[i][0] == lines[i - 1][0]:
@@ -704,7 +706,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="mq9send: also run a windowed client with at most W acked sends in flight, for "
                          f"each W (default {DEFAULT_WINDOWS}; '' for only the unbounded pipeline)")
     ap.add_argument("--repeat", type=int, default=3, metavar="R",
-                    help="runs per window, robustmq and JetStream alternating; the table shows medians (default 3)")
+                    help="runs per window, robustmq and JetStream alternating; "
+                         "the table shows medians (default 3)")
     args = ap.parse_args(argv)
     try:
         windows = parse_windows(args.window)

@@ -15,7 +15,6 @@ import secrets
 import time
 
 import nats
-
 from _mq9 import URL, mq9
 
 

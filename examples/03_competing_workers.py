@@ -15,7 +15,6 @@ import secrets
 from collections import Counter
 
 import nats
-
 from _mq9 import URL, mq9, wait_for
 
 

@@ -13,7 +13,6 @@ import json
 import secrets
 
 import nats
-
 from _mq9 import URL, mq9, wait_for
 
 

@@ -11,7 +11,6 @@ critical first, then urgent, then normal (FIFO within a priority) — no sorting
 import asyncio
 
 import nats
-
 from _mq9 import URL, mq9
 
 

@@ -12,7 +12,6 @@ import asyncio
 import json
 
 import nats
-
 from _mq9 import URL, mq9
 
 

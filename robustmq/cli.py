@@ -25,7 +25,7 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def serve(config: Optional[str] = None, **settings: Any) -> None:
+def serve(config: str | None = None, **settings: Any) -> None:
     """Run the server. Flags > ROBUSTMQ_* environment > TOML file > defaults."""
     raw = settings.get("ephemeral_subjects")
     if raw is not None:
@@ -44,7 +44,7 @@ def serve(config: Optional[str] = None, **settings: Any) -> None:
 def _serve_signature() -> inspect.Signature:
     """One option per Config field (`--nats-port`, ...), generated so that none can be missing."""
     kw = inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("config", kw, annotation=Optional[str],
+    params = [inspect.Parameter("config", kw, annotation=Optional[str],  # noqa: UP045 - typer reads it at run time
                                 default=typer.Option(None, "--config", help="TOML config file"))]
     defaults = Config()
     for f in fields():
@@ -59,7 +59,7 @@ def _serve_signature() -> inspect.Signature:
         names = ["--" + f.name.replace("_", "-")]
         if f.name in FLAG_ALIASES:
             names.append(FLAG_ALIASES[f.name])
-        params.append(inspect.Parameter(f.name, kw, annotation=Optional[py], default=typer.Option(
+        params.append(inspect.Parameter(f.name, kw, annotation=Optional[py], default=typer.Option(  # noqa: UP045
             None, *names, help=f"{HELP[f.name]} (default {shown}; env {ENV_PREFIX}{f.name.upper()})")))
     return inspect.Signature(params, return_annotation=None)
 

@@ -15,9 +15,10 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, AsyncIterator, Callable, Coroutine, List, Optional
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -132,7 +133,7 @@ def _format_ts(ts: Any) -> str:
 # ---------------------------------------------------------------------------------------------- NATS
 
 @asynccontextmanager
-async def _connection(server: str, problems: Optional[asyncio.Queue] = None) -> AsyncIterator[Any]:
+async def _connection(server: str, problems: asyncio.Queue | None = None) -> AsyncIterator[Any]:
     """A nats-py connection that fails fast (no reconnect loop) with `cannot connect to <url>`.
 
     Asynchronous server errors (e.g. a refused subscription) and a lost connection are put on
@@ -183,7 +184,7 @@ async def _connection(server: str, problems: Optional[asyncio.Queue] = None) -> 
 
 
 async def _request(nc: Any, subject: str, body: bytes = b"",
-                   headers: Optional[dict[str, str]] = None) -> dict[str, Any]:
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
     """An mq9 request; the reply must be a JSON object without an `error` key."""
     from nats import errors
 
@@ -191,7 +192,7 @@ async def _request(nc: Any, subject: str, body: bytes = b"",
         msg = await nc.request(subject, body, timeout=REQUEST_TIMEOUT_S, headers=headers)
     except errors.NoRespondersError:
         raise CliError(f"no responder for {subject} (is this a robustmq server?)") from None
-    except (errors.TimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, errors.TimeoutError):
         raise CliError(f"no reply to {subject} within {REQUEST_TIMEOUT_S:g}s") from None
     except errors.MaxPayloadError:
         raise CliError("payload is larger than the server's max_payload "
@@ -209,7 +210,7 @@ async def _request(nc: Any, subject: str, body: bytes = b"",
     return reply
 
 
-async def _follow(nc: Any, subject: str, queue: str, count: Optional[int], timeout: Optional[float],
+async def _follow(nc: Any, subject: str, queue: str, count: int | None, timeout: float | None,
                   problems: asyncio.Queue, on_msg: Callable[[Any], None]) -> int:
     """Subscribe and hand each message to on_msg until `count` messages, `timeout` seconds with
     nothing new, or Ctrl-C. Returns how many arrived; a refused subscription raises CliError."""
@@ -229,7 +230,7 @@ async def _follow(nc: Any, subject: str, queue: str, count: Optional[int], timeo
     while count is None or received < count:
         try:
             item = await asyncio.wait_for(problems.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if count is not None:
                 typer.echo(f"timed out after {timeout:g}s idle: received {received} of {count}",
                            err=True)
@@ -267,11 +268,11 @@ mailbox_app = typer.Typer(no_args_is_help=True, help="Create mq9 mailboxes.")
 
 @mailbox_app.command("create")
 def mailbox_create(
-    ttl: Optional[int] = typer.Option(None, "--ttl", help="Lifetime in seconds (0 = never expires; "
+    ttl: int | None = typer.Option(None, "--ttl", help="Lifetime in seconds (0 = never expires; "
                                       "omitted = the server's default)"),
     public: bool = typer.Option(False, "--public", help="A public mailbox, listed in PUBLIC.LIST"),
-    name: Optional[str] = typer.Option(None, "--name", help="Public mailbox name, e.g. task.queue"),
-    desc: Optional[str] = typer.Option(None, "--desc", help="Public mailbox description"),
+    name: str | None = typer.Option(None, "--name", help="Public mailbox name, e.g. task.queue"),
+    desc: str | None = typer.Option(None, "--desc", help="Public mailbox description"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the mail_id"),
     server: str = _server_opt(),
     as_json: bool = _json_opt(),
@@ -311,7 +312,7 @@ def send(
     mail_id: str = typer.Argument(..., help="Mailbox id"),
     payload: str = typer.Argument(..., help="Message payload ('-' reads stdin)"),
     priority: str = typer.Option("normal", "--priority", "-p", help="normal, urgent or critical"),
-    header: Optional[List[str]] = typer.Option(None, "--header", "-H", help="K=V header (repeatable)"),
+    header: list[str] | None = typer.Option(None, "--header", "-H", help="K=V header (repeatable)"),
     no_ack: bool = typer.Option(False, "--no-ack", help="Publish fire-and-forget (no msg_id; a "
                                 "missing mailbox is not reported)"),
     server: str = _server_opt(),
@@ -344,7 +345,7 @@ def send(
                 except errors.MaxPayloadError:
                     raise CliError("payload is larger than the server's max_payload "
                                    f"({nc.max_payload} bytes)") from None
-                except (errors.Error, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, errors.Error, OSError) as exc:
                     raise CliError(f"publish to {subject} failed: {_describe(exc)}") from None
                 _emit(as_json, {"mail_id": mail_id, "priority": priority, "msg_id": None},
                       f"published to {mail_id} ({priority}, no ack)")
@@ -360,8 +361,8 @@ def sub(
     mail_id: str = typer.Argument(..., help="Mailbox id"),
     priority: str = typer.Option("all", "--priority", "-p", help="all, normal, urgent or critical"),
     queue: str = typer.Option("", "--queue", "-q", help="Queue group: each message goes to one member"),
-    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Exit after N messages"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", "-t", min=0.0,
+    count: int | None = typer.Option(None, "--count", "-n", min=1, help="Exit after N messages"),
+    timeout: float | None = typer.Option(None, "--timeout", "-t", min=0.0,
                                             help="Exit after S seconds with no message"),
     server: str = _server_opt(),
     as_json: bool = _json_opt(),
@@ -468,8 +469,8 @@ def delete(
 
 
 def public(
-    count: Optional[int] = typer.Option(None, "--count", "-n", min=1, help="Exit after N events"),
-    timeout: Optional[float] = typer.Option(None, "--timeout", "-t", min=0.0,
+    count: int | None = typer.Option(None, "--count", "-n", min=1, help="Exit after N events"),
+    timeout: float | None = typer.Option(None, "--timeout", "-t", min=0.0,
                                             help="Exit after S seconds with no event"),
     server: str = _server_opt(),
     as_json: bool = _json_opt(),
@@ -513,7 +514,7 @@ def _varz_url(http: str) -> str:
 
 
 def _fetch_varz(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:  # noqa: S310 - user's URL
+    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
         body = resp.read()
     varz = json.loads(body)
     if not isinstance(varz, dict):

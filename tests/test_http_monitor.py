@@ -211,7 +211,7 @@ async def test_varz_fields_and_message_counters(mon) -> None:
     pub_nc = await connect(mon)
     sub = await sub_nc.subscribe("mon.varz.events")
     await sub_nc.flush()
-    for i in range(n):
+    for _ in range(n):
         await pub_nc.publish("mon.varz.events", b"x" * 100)
     await pub_nc.flush()
     for _ in range(n):

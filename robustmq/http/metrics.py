@@ -81,7 +81,8 @@ class BrokerCollector:
     def _routing(self) -> Iterator[Metric]:
         b = self.broker
         yield CounterMetricFamily("robustmq_messages_no_subscribers_total",
-                                  "Publishes that reached no live subscriber (still logged unless ephemeral).",
+                                  "Publishes that reached no live subscriber "
+                                  "(still logged unless ephemeral).",
                                   value=b.router.stats.no_subscribers)
         dropped = CounterMetricFamily(
             "robustmq_dropped_messages_total",
@@ -121,13 +122,16 @@ class BrokerCollector:
         yield CounterMetricFamily("robustmq_mq9_mailboxes_created_total", "mq9 mailboxes created.",
                                   value=ms.mailboxes_created)
         yield CounterMetricFamily("robustmq_mq9_mailboxes_expired_total",
-                                  "mq9 mailboxes removed at the end of their TTL.", value=ms.mailboxes_expired)
+                                  "mq9 mailboxes removed at the end of their TTL.",
+                                  value=ms.mailboxes_expired)
         yield CounterMetricFamily("robustmq_mq9_messages_stored_total", "Messages stored in mailboxes.",
                                   value=ms.messages_stored)
         yield CounterMetricFamily("robustmq_mq9_messages_delivered_total",
-                                  "Live mailbox messages delivered to subscribers.", value=ms.messages_delivered)
+                                  "Live mailbox messages delivered to subscribers.",
+                                  value=ms.messages_delivered)
         yield CounterMetricFamily("robustmq_mq9_replays_total",
-                                  "Subscriptions that replayed a mailbox's stored messages.", value=ms.replays)
+                                  "Subscriptions that replayed a mailbox's stored messages.",
+                                  value=ms.replays)
 
 
 def build_registry(broker: Broker) -> CollectorRegistry:

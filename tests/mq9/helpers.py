@@ -180,7 +180,7 @@ class Inbox:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.msgs
 
@@ -271,7 +271,7 @@ class RawClient:
         self._pending: list[tuple] = []
 
     @classmethod
-    async def connect(cls, port: int, headers: bool = False, verbose: bool = False) -> "RawClient":
+    async def connect(cls, port: int, headers: bool = False, verbose: bool = False) -> RawClient:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
         c = cls(reader, writer)
         line = await asyncio.wait_for(reader.readline(), 5)
@@ -358,7 +358,7 @@ class RawClient:
                 break
             try:
                 out.append(await self.read_frame(left))
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 break
         return out
 
@@ -366,5 +366,5 @@ class RawClient:
         self.writer.close()
         try:
             await self.writer.wait_closed()
-        except Exception:
+        except (OSError, ConnectionError):  # already gone
             pass

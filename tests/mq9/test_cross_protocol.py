@@ -10,7 +10,6 @@ import asyncio
 import struct
 
 import pytest
-
 from procs import RobustMQ, free_port, wait_port
 
 from .helpers import collect, connect, create, list_mailbox, msg_id, msg_subject, priority, send
@@ -54,7 +53,7 @@ class MqttClient:
         self.pid = 0
 
     @classmethod
-    async def connect(cls, port: int, client_id: str) -> "MqttClient":
+    async def connect(cls, port: int, client_id: str) -> MqttClient:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
         c = cls(reader, writer)
         body = _str("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 30) + _str(client_id)

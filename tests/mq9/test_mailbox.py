@@ -54,7 +54,7 @@ async def test_private_ids_unique_and_high_entropy(server) -> None:
     for; a timestamp, counter or host prefix (like an xid) shows up as low-entropy positions."""
     nc = await connect(server.nats_url)
     ids: list[str] = []
-    for start in range(0, 1000, 200):
+    for _start in range(0, 1000, 200):
         replies = await asyncio.gather(*(request_json(nc, CREATE, {"ttl": 30}) for _ in range(200)))
         ids += [assert_ok(r)["mail_id"] for r in replies]
     assert len(set(ids)) == 1000
@@ -208,7 +208,7 @@ async def test_thousand_mailboxes_created_and_expired(server) -> None:
     nc = await connect(server.nats_url)
     t_start = time.monotonic()
     ids: list[str] = []
-    for start in range(0, 1000, 250):
+    for _start in range(0, 1000, 250):
         replies = await asyncio.gather(*(request_json(nc, CREATE, {"ttl": 1}) for _ in range(250)))
         ids += [assert_ok(r)["mail_id"] for r in replies]
     t_created = time.monotonic()

@@ -9,7 +9,6 @@ import random
 import time
 
 import pytest
-
 from procs import RobustMQ
 
 from .helpers import (
@@ -189,7 +188,7 @@ async def test_sweep_reclaims_expired_mailbox_storage(fresh_server: RobustMQ) ->
     nc = await connect(fresh_server.nats_url)
     gone = await create(nc, ttl=1)
     kept = await create(nc, ttl=3600)
-    for i in range(50):
+    for _ in range(50):
         await send(nc, gone, b"x" * 200)
         await send(nc, kept, b"y")
     t_expired = time.monotonic() + 1

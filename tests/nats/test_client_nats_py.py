@@ -7,7 +7,6 @@ import asyncio
 import nats
 import pytest
 from nats.errors import MaxPayloadError, NoRespondersError
-
 from procs import RobustMQ
 
 

@@ -7,7 +7,6 @@ import socket
 import time
 
 import nats
-
 from procs import RobustMQ
 
 
@@ -42,7 +41,7 @@ async def test_slow_consumer_is_closed_and_memory_stays_bounded() -> None:
         sk = socket.create_connection(("127.0.0.1", srv.nats_port))
         sk.recv(4096)
         sk.sendall(b'CONNECT {"verbose":false}\r\nSUB flood 1\r\nPING\r\n')  # and never read again
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
         r, w = await raw(srv.nats_port)
         chunk = (b"PUB flood 1024\r\n" + b"x" * 1024 + b"\r\n") * 256
         peak = 0
@@ -76,7 +75,7 @@ def closed_by_server(sk: socket.socket, timeout: float = 10.0) -> bool:
         return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -110,7 +109,7 @@ async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
 
         await reader.subscribe("flood", cb=count)
         await reader.flush()
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
         r, w = await raw(srv.nats_port)
         chunk = (b"PUB flood 1024\r\n" + b"x" * 1024 + b"\r\n") * 256
         deadline = time.monotonic() + 20
@@ -139,7 +138,7 @@ async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
 async def test_stale_connection_gets_error_and_close() -> None:
     srv = RobustMQ(extra_args=["--ping-interval", "0.2", "--max-pings-out", "2"]).start()
     try:
-        r, w = await raw(srv.nats_port)
+        r, _w = await raw(srv.nats_port)
         seen = b""
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -12,7 +12,6 @@ import socket
 import time
 
 import pytest
-
 from procs import NatsServer, RobustMQ
 
 WINDOW = 0.25
@@ -39,7 +38,7 @@ def exchange(port: int, data: bytes, chunked: bool = False) -> tuple[dict, bytes
                 out += b"<CLOSED>"
                 break
             out += d
-    except socket.timeout:
+    except TimeoutError:
         pass
     except ConnectionResetError:
         out += b"<CLOSED>"
@@ -107,8 +106,8 @@ def normalise(out: bytes, case: str) -> bytes:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_same_replies_as_nats_server(pair, case: str) -> None:
     ref, ours = pair
-    ref_info, ref_out = exchange(ref.port, CASES[case])
-    our_info, our_out = exchange(ours.nats_port, CASES[case])
+    _ref_info, ref_out = exchange(ref.port, CASES[case])
+    _our_info, our_out = exchange(ours.nats_port, CASES[case])
     assert normalise(our_out, case) == normalise(ref_out, case)
 
 

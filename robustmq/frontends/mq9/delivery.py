@@ -162,7 +162,8 @@ class Delivery:
         p = priority_of(rec)
         subject = mb.stream_name if p == P_NORMAL and not (rec.meta and rec.meta.get("n")) \
             else mb.stream_name + "." + PRIORITIES[p]
-        headers = [(b"mq9-msg-id", b"%d" % off), (b"mq9-priority", _PRIO_BYTES[p]), (b"mq9-ts", b"%d" % rec.ts)]
+        headers = [(b"mq9-msg-id", b"%d" % off), (b"mq9-priority", _PRIO_BYTES[p]),
+                   (b"mq9-ts", b"%d" % rec.ts)]
         if rec.headers:
             headers.extend(rec.headers)
         sub.conn.deliver(sub, subject, None, headers, rec.payload)

@@ -211,7 +211,8 @@ class Mq9Layer:
             elif kind == _ACKS:
                 origin, first = item[1], item[3]
                 if origin is not None and not origin.closed:
-                    origin.reply_many(item[2], [b'{"msg_id":%d}' % i for i in range(first, first + len(item[2]))])
+                    acks = [b'{"msg_id":%d}' % i for i in range(first, first + len(item[2]))]
+                    origin.reply_many(item[2], acks)
             elif kind == _LIVE_MANY:
                 mb, first, recs = item[1], item[2], item[3]
                 if delivery.has_targets(mb.mail_id):

@@ -222,7 +222,7 @@ class NatsSession(asyncio.Protocol):
                 subject, payloads = op.subject, op.payloads
                 self.msgs_in += len(payloads)
                 replies = op.replies if isinstance(op, RequestBatch) else None
-                if self.verbose or self.pedantic and not valid_publish_subject(subject):
+                if self.verbose or (self.pedantic and not valid_publish_subject(subject)):
                     # rare modes: one message at a time, for nats-server's exact reply order
                     for i, payload in enumerate(payloads):
                         self._publish_one(subject, replies[i] if replies else None, None, payload)
