@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from procs import NatsServer, RobustMQ  # noqa: E402
+from procs import NatsServer, RobustMQ
 
 
 @pytest.fixture(scope="module")
