@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from testkit import normalise
 
 from robustmq.frontends.nats import errors
 from robustmq.frontends.nats.codec import (
@@ -30,20 +31,6 @@ STREAM = (
     b"pong\r\n"
 )
 
-
-def normalise(ops: list[tuple]) -> list[tuple]:
-    """Flatten OP_PUBS batches into single PUBs so split and whole parses compare equal."""
-    out: list[tuple] = []
-    for op in ops:
-        if op[0] == OP_PUBS:
-            out.extend((OP_PUB, op[1], None, bytes(p), None) for p in op[3])
-        elif op[0] == OP_PUBR:
-            out.extend((OP_PUB, op[1], r, bytes(p), None) for r, p in zip(op[2], op[3]))
-        elif op[0] == OP_PUB:
-            out.append((OP_PUB, op[1], op[2], bytes(op[3]), None if op[4] is None else bytes(op[4])))
-        else:
-            out.append(op)
-    return out
 
 
 def parse_all(chunks: list[bytes]) -> list[tuple]:

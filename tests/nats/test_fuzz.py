@@ -28,6 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from procs import NatsServer, RobustMQ
+from testkit import normalise, say
 
 from robustmq.frontends.nats import errors
 from robustmq.frontends.nats.codec import (
@@ -64,32 +65,7 @@ def report_case_count(request):
                  f"{FIGURES['pongs']} PONGs, {FIGURES['oks']} +OKs")
 
 
-def say(request, text: str) -> None:
-    """Print past pytest's output capture, so the figures show in a normal run."""
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if capman is None:
-        print(text)
-        return
-    with capman.global_and_fixture_disabled():
-        print("\n" + text, flush=True)
-
-
 # ---------------------------------------------------------------------------------------- helpers
-
-def normalise(ops: list[tuple]) -> list[tuple]:
-    """Flatten OP_PUBS/OP_PUBR batches into single PUBs (as tests/nats/test_codec.py does)."""
-    out: list[tuple] = []
-    for op in ops:
-        if op[0] == OP_PUBS:
-            out.extend((OP_PUB, op[1], None, bytes(p), None) for p in op[3])
-        elif op[0] == OP_PUBR:
-            out.extend((OP_PUB, op[1], r, bytes(p), None) for r, p in zip(op[2], op[3]))
-        elif op[0] == OP_PUB:
-            out.append((OP_PUB, op[1], op[2], bytes(op[3]), None if op[4] is None else bytes(op[4])))
-        else:
-            out.append(op)
-    return out
-
 
 def check_batches(ops: list[tuple]) -> None:
     for op in ops:

@@ -8,14 +8,7 @@ import time
 
 import nats
 from procs import RobustMQ
-
-
-def rss_mb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) // 1024
-    return 0
+from testkit import proc_status_mb
 
 
 async def raw(port: int, connect: bytes = b'{"verbose":false,"pedantic":false}'):
@@ -50,13 +43,13 @@ async def test_slow_consumer_is_closed_and_memory_stays_bounded() -> None:
             w.write(chunk)
             await w.drain()
             if i % 20 == 0:
-                peak = max(peak, rss_mb(srv.proc.pid))
+                peak = max(peak, proc_status_mb(srv.proc.pid))
             if time.monotonic() > deadline:
                 break
         w.write(b"PING\r\n")
         await w.drain()
         assert await asyncio.wait_for(r.readline(), 30) == b"PONG\r\n"
-        peak = max(peak, rss_mb(srv.proc.pid))
+        peak = max(peak, proc_status_mb(srv.proc.pid))
         assert peak < 300, f"server RSS peaked at {peak} MB"
         assert "slow consumer" in srv.log_text().lower()
         assert closed_by_server(sk)
@@ -77,14 +70,6 @@ def closed_by_server(sk: socket.socket, timeout: float = 10.0) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def peak_rss_mb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) // 1024
-    return 0
 
 
 async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
@@ -121,7 +106,7 @@ async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
         w.write(b"PING\r\n")
         await w.drain()
         assert await asyncio.wait_for(r.readline(), 30) == b"PONG\r\n"
-        peak = peak_rss_mb(srv.proc.pid)
+        peak = proc_status_mb(srv.proc.pid, "VmHWM")
         print(f"peak RSS with 10 non-reading subscribers under a 50 MB flood: {peak} MB")
         assert peak < 260, f"server RSS peaked at {peak} MB"
         assert sum(closed_by_server(sk, 10) for sk in sleepers) >= 5

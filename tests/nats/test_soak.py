@@ -22,6 +22,7 @@ from itertools import pairwise
 import nats
 import pytest
 from procs import RobustMQ
+from testkit import say
 
 PUBLISHERS = 3
 PER_SUBJECT = 50_000  # messages per publisher to its own subject, and as many to the shared subject
@@ -29,16 +30,6 @@ PUBLISH_SECONDS = 15.0  # publishers stop at this time even if they have not sen
 DRAIN_SECONDS = 15.0  # after the publishers' flush, how long deliveries may take to finish
 SHARED = "soak.all"
 PAYLOAD_SIZE = 32
-
-
-def say(request, text: str) -> None:
-    """Print past pytest's output capture, so the figures show in a normal run."""
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
-    if capman is None:
-        print(text)
-        return
-    with capman.global_and_fixture_disabled():
-        print("\n" + text, flush=True)
 
 
 @pytest.fixture
