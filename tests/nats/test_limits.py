@@ -203,3 +203,17 @@ async def test_deeply_nested_connect_closes_only_that_connection(server) -> None
     w.close()
     assert await roundtrip_ok(server)
     assert "Traceback" not in server.log_text()
+
+
+async def test_invalid_utf8_subjects_are_refused_and_never_delivered(server) -> None:
+    """A spy on `>` must not receive a PUB whose subject is not UTF-8, and `SUB bad.\\xff` is refused
+    (it used to be decoded with replacement characters and matched `PUB bad.\\xfe`)."""
+    r, w = await raw(server.nats_port)
+    w.write(b"SUB > 1\r\nSUB bad.\xff 2\r\nPUB bad.\xfe 1\r\nx\r\nUNSUB 1 -5\r\nPUB after 1\r\ny\r\nPING\r\n")
+    await w.drain()
+    got = b""
+    while not got.endswith(b"PONG\r\n"):
+        got += await asyncio.wait_for(r.read(4096), 5)
+    assert got == b"-ERR 'Invalid Subject'\r\n-ERR 'Invalid Publish Subject'\r\nPONG\r\n", got
+    w.close()
+    assert await roundtrip_ok(server)
