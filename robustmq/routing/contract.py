@@ -48,6 +48,7 @@ class Connection(Protocol):
     """One client connection of any protocol, as the router and subject owners see it."""
 
     protocol: str  # "nats", "mqtt", "kafka"
+    name: str  # what the client calls itself (NATS CONNECT name, MQTT client id), "" when unknown
     closed: bool
     no_echo: bool  # do not deliver this connection's own publishes back to it
 

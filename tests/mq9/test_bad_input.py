@@ -132,7 +132,7 @@ async def test_unknown_mq9_request_is_an_error_reply(server) -> None:
 async def test_unknown_priority_suffix_is_an_error_and_not_stored(server) -> None:
     nc = await connect(server.nats_url)
     mid = await create(nc, ttl=30)
-    for suffix in ("bogus", "URGENT", "Critical", "high", "0"):
+    for suffix in ("bogus", "URGENT", "Critical", "HIGH", "0"):
         assert_error(await request_json(nc, msg_subject(mid, suffix), b"x"))
         await nc.publish(msg_subject(mid, suffix), b"ff")
     await barrier(nc)

@@ -1,14 +1,19 @@
 """mq9 delivery: who gets a mailbox's messages, live and on replay.
 
-Plain subscribers get every stored message at subscribe (critical, urgent, normal; FIFO within each)
+Plain subscribers get every stored message at subscribe (critical, urgent, normal, low; FIFO within each)
 and then live ones; live messages that arrive during the replay wait in a backlog, so the switch has
 no gap and no duplicate. A queue group hands each message to one member and keeps its progress
 (the highest offset of each priority handed out), persisted in the log's metadata.
+
+Each subscription is told messages in its dialect: §4 names on the subject, or, for the PyPI SDK
+(SPEC §4b), its `high`/`normal`/`low` and a `{"msg_id", "payload": <base64>}` envelope, the only place
+that SDK reads a msg_id from (it ignores headers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from typing import Any
 
@@ -19,6 +24,7 @@ from robustmq.frontends.mq9.mailboxes import (
     GROUP_NS,
     P_NORMAL,
     PRIORITIES,
+    SDK_PRIORITIES,
     Mailbox,
     MailboxRegistry,
     now_ms,
@@ -33,6 +39,7 @@ REPLAY_HIGH_WATER = 8 << 20  # pause a replay while the subscriber has this much
 _group_enc = msgspec.msgpack.Encoder()
 _group_dec = msgspec.msgpack.Decoder(list[int])
 _PRIO_BYTES = [p.encode() for p in PRIORITIES]
+_NO_PROGRESS = [-1] * len(PRIORITIES)
 
 
 class Target:
@@ -49,11 +56,12 @@ class Target:
 
 
 class SubTarget(Target):
-    __slots__ = ("sub",)
+    __slots__ = ("sdk", "sub")
 
-    def __init__(self, sub: Any, mail_id: str, mask: int) -> None:
+    def __init__(self, sub: Any, mail_id: str, mask: int, sdk: bool = False) -> None:
         super().__init__(mail_id, mask)
         self.sub = sub
+        self.sdk = sdk  # told in the PyPI SDK's dialect
 
 
 class Group(Target):
@@ -83,9 +91,9 @@ class Delivery:
     def has_targets(self, mail_id: str) -> bool:
         return mail_id in self.subs or mail_id in self.groups_by_mail
 
-    def add(self, sub: Any, mail_id: str, mask: int) -> SubTarget:
+    def add(self, sub: Any, mail_id: str, mask: int, sdk: bool = False) -> SubTarget:
         """A new subscription on a mailbox (a queue group member when `sub.queue`): replay starts."""
-        t = SubTarget(sub, mail_id, mask)
+        t = SubTarget(sub, mail_id, mask, sdk)
         if sub.queue:
             self._join_group(t, sub.queue)
         else:
@@ -128,7 +136,7 @@ class Delivery:
         for g in self.groups_by_mail.get(mb.mail_id, []):
             if g.task:
                 g.task.cancel()
-            g.cursors = [-1, -1, -1]
+            g.cursors = list(_NO_PROGRESS)
             g.backlog = []
             self._dirty_groups.discard(g)
         self.log.delete_meta_prefix(GROUP_NS, _group_key(mb.mail_id, ""))
@@ -151,22 +159,30 @@ class Delivery:
                 if t.replaying:
                     t.backlog.append((mb, off, rec))
                 else:
-                    self._to_sub(t.sub, mb, off, rec)
+                    self._to_sub(t, mb, off, rec)
         for g in self.groups_by_mail.get(mb.mail_id, ()):
             if g.replaying:
                 g.backlog.append((mb, off, rec))
             else:
                 self._to_group(g, mb, off, rec)
 
-    def _to_sub(self, sub: Any, mb: Mailbox, off: int, rec: Record) -> None:
+    def _to_sub(self, t: SubTarget, mb: Mailbox, off: int, rec: Record) -> None:
         p = priority_of(rec)
-        subject = mb.stream_name if p == P_NORMAL and not (rec.meta and rec.meta.get("n")) \
-            else mb.stream_name + "." + PRIORITIES[p]
+        payload = rec.payload
+        if t.sdk:
+            # the SDK reads the priority from the subject's last token only
+            subject = mb.stream_name + "." + SDK_PRIORITIES[p]
+            if payload:  # it treats an empty envelope payload as "no envelope": send b"" raw
+                payload = _sdk_envelope(off, payload)
+        elif p == P_NORMAL and not (rec.meta and rec.meta.get("n")):
+            subject = mb.stream_name
+        else:
+            subject = mb.stream_name + "." + PRIORITIES[p]
         headers = [(b"mq9-msg-id", b"%d" % off), (b"mq9-priority", _PRIO_BYTES[p]),
                    (b"mq9-ts", b"%d" % rec.ts)]
         if rec.headers:
             headers.extend(rec.headers)
-        sub.conn.deliver(sub, subject, None, headers, rec.payload)
+        t.sub.conn.deliver(t.sub, subject, None, headers, payload)
         self.stats.messages_delivered += 1
 
     def _to_group(self, g: Group, mb: Mailbox, off: int, rec: Record) -> bool:
@@ -178,7 +194,7 @@ class Delivery:
         if not members:
             return False
         m = members[random.randrange(len(members))] if len(members) > 1 else members[0]
-        self._to_sub(m.sub, mb, off, rec)
+        self._to_sub(m, mb, off, rec)
         g.cursors[p] = off
         self._dirty_groups.add(g)
         return True
@@ -206,7 +222,7 @@ class Delivery:
     async def _replay(self, t: SubTarget | Group, mb: Mailbox, stream: Stream, end: int) -> None:
         try:
             n = 0
-            for p in range(3):
+            for p in range(len(PRIORITIES)):
                 if not t.mask & (1 << p):
                     continue
                 start = t.cursors[p] + 1 if isinstance(t, Group) else 0
@@ -219,7 +235,7 @@ class Delivery:
                     else:
                         if t.sub.conn.closed:
                             return
-                        self._to_sub(t.sub, mb, off, rec)
+                        self._to_sub(t, mb, off, rec)
                     n += 1
                     if n % REPLAY_CHUNK == 0:
                         self.persist_groups()
@@ -236,7 +252,7 @@ class Delivery:
                 if isinstance(t, Group):
                     self._to_group(t, bmb, off, rec)
                 elif not t.sub.conn.closed:
-                    self._to_sub(t.sub, bmb, off, rec)
+                    self._to_sub(t, bmb, off, rec)
 
     async def _pace(self, t: SubTarget | Group) -> bool:
         """Yield to the loop; wait while the subscriber(s) have a large unsent backlog."""
@@ -256,7 +272,9 @@ class Delivery:
         g = self.groups.get(key)
         if g is None:
             raw = self.log.get_meta(GROUP_NS, _group_key(t.mail_id, queue))
-            g = Group(t.mail_id, queue, _group_dec.decode(raw) if raw else [-1, -1, -1])
+            cursors = _group_dec.decode(raw) if raw else []
+            # progress saved before the fourth level (`low`) existed has three entries
+            g = Group(t.mail_id, queue, cursors + _NO_PROGRESS[len(cursors):])
             self.groups[key] = g
             self.groups_by_mail.setdefault(t.mail_id, []).append(g)
             g.members.append(t)
@@ -265,6 +283,10 @@ class Delivery:
             g.members.append(t)
 
 
-
 def _group_key(mail_id: str, queue: str) -> str:
     return mail_id + "\x00" + queue
+
+
+def _sdk_envelope(off: int, payload: bytes) -> bytes:
+    """What the SDK unwraps: its Message.msg_id is a str, and the payload comes back byte-exact."""
+    return b'{"msg_id":"%d","payload":"%s"}' % (off, base64.b64encode(payload))

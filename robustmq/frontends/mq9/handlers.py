@@ -10,7 +10,8 @@ Store-first: a send is appended to the mailbox's stream; delivery to live subscr
 request's `{"msg_id": N}` reply happen only after the commit that made it durable.
 
 The parts, one job each: `mailboxes` (registry, ids, TTL, expiry heap), `delivery` (subscribers,
-queue groups, replay), `discovery` (PUBLIC.LIST), `requests` (LIST paging), `subjects` (parsing).
+queue groups, replay), `discovery` (PUBLIC.LIST), `requests` (LIST paging), `subjects` (parsing, and
+which dialect a client speaks: §4's or the PyPI SDK's `high`/`normal`/`low`, SPEC §4b).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from robustmq.frontends.mq9.subjects import (
     LIST_PREFIX,
     PREFIX,
     PUBLIC_LIST,
+    is_sdk_client,
     parse_msg_subject,
     parse_send_subject,
 )
@@ -184,7 +186,7 @@ class Mq9Layer:
 
     async def _list(self, origin: Connection, reply: str, mail_id: str, req: ListRequest) -> None:
         try:
-            obj = await list_page(self.log, self.registry, mail_id, req)
+            obj = await list_page(self.log, self.registry, mail_id, req, is_sdk_client(origin))
         except Mq9Error as exc:
             obj = {"error": str(exc)}
         if not origin.closed:
@@ -242,8 +244,9 @@ class Mq9Layer:
             if parsed is None:
                 return Refusal(RefusalKind.PERMISSION_SUBSCRIBE, subject,
                                "a wildcard in the mail-id position could reveal other mailboxes")
-            mail_id, mask, _ = parsed
-            self._taken[sub] = self.delivery.add(sub, mail_id, mask)
+            mail_id, mask, sdk_spelling = parsed
+            sdk = sdk_spelling or is_sdk_client(sub.conn)
+            self._taken[sub] = self.delivery.add(sub, mail_id, mask, sdk)
             return None
         # other $mq9.AI.* filters are plain subscriptions; mailbox traffic never reaches them
         self.router.subscribe_plain(sub)

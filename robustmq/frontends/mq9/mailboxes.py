@@ -15,14 +15,20 @@ MAILBOX_NS = "mq9.mbox"
 GROUP_NS = "mq9.group"
 STREAM_PREFIX = "$mq9.AI.MAILBOX.MSG."
 
-PRIORITIES = ("critical", "urgent", "normal")  # delivery order; index is stored with each record
-P_CRITICAL, P_URGENT, P_NORMAL = 0, 1, 2
+# delivery order; the index is stored with each record. `low` (after normal) serves the PyPI SDK's
+# dialect (SPEC §4b), which no §4 name covers.
+PRIORITIES = ("critical", "urgent", "normal", "low")
+P_CRITICAL, P_URGENT, P_NORMAL, P_LOW = 0, 1, 2, 3
 PRIORITY_INDEX = {name: i for i, name in enumerate(PRIORITIES)}
+# The SDK's `high` is one step above normal, as §4's `urgent` is, so it is urgent; critical stays a
+# level above anything the SDK can send. By index: how an SDK-dialect client is told each level.
+SDK_PRIORITIES = ("high", "high", "normal", "low")
+SUFFIX_INDEX = {**PRIORITY_INDEX, "high": P_URGENT}  # every priority suffix a send may carry
 
 _NAME_RE = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 MAX_NAME_LEN = 128
 MAX_DESC_LEN = 1024  # characters; a desc is sent to every PUBLIC.LIST subscriber
-_RESERVED_LAST = frozenset(("urgent", "critical", "normal", "*"))
+_RESERVED_LAST = frozenset((*SUFFIX_INDEX, "*"))  # would read as a priority suffix
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -81,7 +87,8 @@ def validate_public_name(name: object) -> str:
         raise Mq9Error("invalid mailbox name: use lowercase letters, digits, '-' and '_' in tokens "
                        "separated by single dots")
     if name.rsplit(".", 1)[-1] in _RESERVED_LAST:
-        raise Mq9Error("invalid mailbox name: the last token may not be urgent, critical or normal")
+        raise Mq9Error("invalid mailbox name: the last token may not be a priority "
+                       "(critical, urgent, normal, high or low)")
     if name.startswith("mail-"):
         raise Mq9Error("invalid mailbox name: the 'mail-' prefix is reserved for system ids")
     return name

@@ -11,6 +11,7 @@ from robustmq.core_log import SegmentLog
 from robustmq.frontends.mq9.mailboxes import (
     PRIORITIES,
     PRIORITY_INDEX,
+    SDK_PRIORITIES,
     MailboxRegistry,
     Mq9Error,
     priority_of,
@@ -57,15 +58,16 @@ def parse_cursor(cursor: str | None) -> tuple[int, int]:
 
 
 async def list_page(log: SegmentLog, registry: MailboxRegistry, mail_id: str,
-                    req: ListRequest) -> dict[str, Any]:
+                    req: ListRequest, sdk: bool = False) -> dict[str, Any]:
     """One page of LIST in delivery order, built by one pass over the stream that yields to the
-    loop between chunks, so a huge mailbox never stalls other clients."""
+    loop between chunks, so a huge mailbox never stalls other clients. `sdk`: entries in the PyPI
+    SDK's dialect (it raises on a priority other than high/normal/low; its msg_id is a str)."""
     mb = registry.get(mail_id)
     if mb is None:
         raise Mq9Error(f"mailbox {mail_id} does not exist")
     after = parse_cursor(req.cursor)
     limit = req.limit
-    buckets: list[list[tuple[int, int, int, int]]] = [[], [], []]
+    buckets: list[list[tuple[int, int, int, int]]] = [[] for _ in PRIORITIES]
     total = 0
     stream = log.get_stream(mb.stream_name)
     if stream is not None:
@@ -81,9 +83,10 @@ async def list_page(log: SegmentLog, registry: MailboxRegistry, mail_id: str,
             b = buckets[p]
             if len(b) <= limit:  # one more than a page: tells whether a next page exists
                 b.append((p, off, rec.ts, len(rec.payload)))
-    page = (buckets[0] + buckets[1] + buckets[2])[:limit + 1]
+    page = [e for b in buckets for e in b][:limit + 1]
+    names = SDK_PRIORITIES if sdk else PRIORITIES
     out: dict[str, Any] = {"mail_id": mail_id, "messages": [
-        {"msg_id": off, "priority": PRIORITIES[p], "ts": ts, "size": size}
+        {"msg_id": str(off) if sdk else off, "priority": names[p], "ts": ts, "size": size}
         for p, off, ts, size in page[:limit]], "total": total}
     if len(page) > limit:
         p, off = page[limit - 1][0], page[limit - 1][1]

@@ -1,39 +1,70 @@
-"""The `$mq9.AI.` subjects and how a mailbox subject splits into mail_id and priority."""
+"""The `$mq9.AI.` subjects, how a mailbox subject splits into mail_id and priority, and which
+dialect (SPEC §4 or the PyPI SDK's, §4b) a subscriber or requester speaks."""
 
 from __future__ import annotations
 
-from robustmq.frontends.mq9.mailboxes import P_NORMAL, PRIORITY_INDEX, STREAM_PREFIX
+from typing import TYPE_CHECKING
+
+from robustmq.frontends.mq9.mailboxes import (
+    P_CRITICAL,
+    P_LOW,
+    P_NORMAL,
+    P_URGENT,
+    PRIORITIES,
+    STREAM_PREFIX,
+    SUFFIX_INDEX,
+)
+
+if TYPE_CHECKING:
+    from robustmq.routing.contract import Connection
 
 PREFIX = "$mq9.AI."
 PUBLIC_LIST = "$mq9.AI.PUBLIC.LIST"
 CREATE = "$mq9.AI.MAILBOX.CREATE"
 LIST_PREFIX = "$mq9.AI.MAILBOX.LIST."
 DELETE_PREFIX = "$mq9.AI.MAILBOX.DELETE."
-ALL_MASK = 0b111  # one bit per priority
+ALL_MASK = (1 << len(PRIORITIES)) - 1  # one bit per priority
+
+# Subscription filters by last token. The SDK labels critical as `high` too (its best word), so its
+# `.high` filter takes both levels it would call high.
+_FILTER_MASK = {
+    "critical": 1 << P_CRITICAL,
+    "urgent": 1 << P_URGENT,
+    "normal": 1 << P_NORMAL,
+    "low": 1 << P_LOW,
+    "high": (1 << P_CRITICAL) | (1 << P_URGENT),
+    "*": ALL_MASK,
+}
+SDK_SUFFIXES = frozenset(("high", "low"))  # spellings only the SDK's dialect uses
+
+# `robustmq==1.0.0`'s Client connects with this CONNECT name unless told otherwise; its `SUB <id>.*`
+# and LIST look exactly like §4's, so the name is the only thing that tells its dialect apart.
+SDK_CLIENT_NAME = "robustmq-mq9-python"
 
 
 def parse_send_subject(subject: str) -> tuple[str, int, bool]:
     """`$mq9.AI.MAILBOX.MSG.<mail_id>[.<priority>]` -> (mail_id, priority, explicit `.normal`)."""
     rest = subject[len(STREAM_PREFIX):]
     mail_id, dot, last = rest.rpartition(".")
-    if dot and last in PRIORITY_INDEX:
-        prio = PRIORITY_INDEX[last]
+    if dot and last in SUFFIX_INDEX:
+        prio = SUFFIX_INDEX[last]
         return mail_id, prio, prio == P_NORMAL
     return rest, P_NORMAL, False
 
 
 def parse_msg_subject(rest: str) -> tuple[str, int, bool] | None:
-    """`<mail_id>[.critical|.urgent|.normal|.*]` (a subscription) -> (mail_id, priority mask,
-    explicit suffix). None when the mail-id position holds a wildcard (it could reveal mailboxes)."""
+    """`<mail_id>[.critical|.urgent|.normal|.high|.low|.*]` (a subscription) -> (mail_id, priority
+    mask, SDK spelling). None when the mail-id position holds a wildcard (it could reveal mailboxes)."""
     mail_id, dot, last = rest.rpartition(".")
-    if not dot:
-        mail_id, last = rest, ""
-    if last in PRIORITY_INDEX:
-        mask, explicit = 1 << PRIORITY_INDEX[last], True
-    elif last == "*":
-        mask, explicit = ALL_MASK, True
+    if dot and last in _FILTER_MASK:
+        mask, sdk = _FILTER_MASK[last], last in SDK_SUFFIXES
     else:
-        mail_id, mask, explicit = rest, 1 << P_NORMAL, False
+        mail_id, mask, sdk = rest, 1 << P_NORMAL, False
     if not mail_id or any(t in ("*", ">") or not t for t in mail_id.split(".")):
         return None
-    return mail_id, mask, explicit
+    return mail_id, mask, sdk
+
+
+def is_sdk_client(conn: Connection) -> bool:
+    """Whether a connection is the PyPI SDK's: its client name (NATS CONNECT `name`) says so."""
+    return conn.name.startswith(SDK_CLIENT_NAME)
