@@ -272,7 +272,7 @@ def test_send_to_missing_mailbox_fails(server: Any) -> None:
 
 def test_usage_errors_exit_2(server: Any) -> None:
     for args in (("send", "m", "x", "--priority", "high"), ("send", "m", "x", "-H", "novalue"),
-                 ("sub", "*"), ("sub", "m", "--priority", "low"), ("delete", "m", "abc")):
+                 ("sub", "*"), ("sub", "m", "--priority", "lowest"), ("delete", "m", "abc")):
         res = cli(*args, server=server)
         assert res.returncode == 2, (args, res.stderr)
 
