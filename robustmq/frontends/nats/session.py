@@ -467,6 +467,7 @@ class NatsSession(asyncio.Protocol):
         if sub is None:
             return False
         self._frame(sub, subject, None, None, payload)
+        self._flush()  # the requester is waiting for exactly this: no extra loop turn
         return True
 
     def reply_many(self, subjects: list[str], payloads: list[bytes]) -> None:
