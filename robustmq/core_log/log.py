@@ -1,31 +1,42 @@
 """Streams, segments, group-committed appends, reads by offset and time, waiting, retention.
 
 Appends are synchronous and cheap: the record gets its dense offset at once and is queued. The first
-append of a loop turn schedules one commit for the end of that turn, which writes everything queued
-as one RocksDB WriteBatch, then resolves the durability futures and wakes waiting readers. So a
-burst of publishes read in one `data_received` becomes one write, and a writer that needs durability
-awaits `log.committed()` instead of paying a write of its own.
+append of a loop turn schedules one commit for the end of that turn, which encodes everything queued
+into one store batch and hands it to the single writer thread. While that batch is being written
+the next one fills on the loop; it goes to the writer as soon as the first is done, so batches are
+written in order, one at a time, and grow with the disk's latency instead of stalling the loop. The
+writer reports back through `call_soon_threadsafe`; only then do durability futures and callbacks
+fire and waiting readers wake. A writer that needs durability awaits `log.committed()` (or
+`on_commit`) instead of paying a write of its own.
 
 Records are stored in chunks, like Kafka's record batches: the records one commit appends to one
-stream become one RocksDB value (a msgpack array) under the key of the chunk's first offset. That
-turns per-message work into a list append; encoding and the WriteBatch put happen once per chunk.
-Segments are runs of whole chunks, so retention drops a segment with one range delete.
+stream become one value (a msgpack array) under the key of the chunk's first offset. Segments are
+runs of whole chunks, so retention drops a segment with one range delete.
 
-Readers see committed records only: `read()` goes to RocksDB, and `wait()` wakes on commit.
+Stream state is loaded on demand and kept in a bounded cache (`streams`): a stream is evicted only
+when nothing pins it (pending writes, an uncommitted batch touching it, waiters, or any other
+holder: a reader, the router, a mailbox — counted by reference count, so a second object for the
+same stream can never exist). Startup reads one key.
+
+Readers see committed records only: `read()` goes to the store, and `wait()` wakes on commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
-from robustmq.core_log import store as st
+from robustmq.core_log import keys as k
+from robustmq.core_log.kv import Batch, KVStore
 from robustmq.core_log.records import (
     Record,
     SegmentMeta,
@@ -40,15 +51,42 @@ from robustmq.core_log.records import (
 log = logging.getLogger("robustmq.log")
 
 CHUNK_MAX_RECORDS = 4096
-CHUNK_MAX_BYTES = 4 << 20
 RECLAIM_MAX_RANGES = 10_000  # dropped ranges remembered for compaction between two passes
+STREAM_CACHE_MAX = 50_000  # stream states kept in memory (pinned ones may exceed it)
+PENDING_MAX_BYTES = 8 << 20  # queued behind a batch being written before the loop waits for it
+# what a queued record and a new stream cost in memory beyond their payload, so a flood of tiny
+# messages to a million new subjects is bounded too, not only one of big payloads
+RECORD_OVERHEAD = 64
+STREAM_OVERHEAD = 1024
+FAILED_BATCHES_KEPT = 1000  # refused batches remembered, so a late on_commit fails instead of passing
+_EVICT_FRACTION = 8  # evict 1/8 of the cache at a time, so eviction cost is amortised
+_NO_DELETED: frozenset[int] = frozenset()  # shared by the many streams with no deleted record
+# references to a cached Stream the log itself holds while checking it: the cache dict, the local
+# variable and getrefcount's argument. More means someone else (reader, router, mailbox) holds it.
+_OWN_REFS = 3
 
 
 class Stream:
-    """In-memory state of one stream; the segment index mirrors the G keys on disk."""
+    """In-memory state of one stream; the segment index mirrors the G keys in the store."""
 
-    __slots__ = ("name", "sid", "next_offset", "committed", "segments", "nbytes", "waiters", "pending",
-                 "pending_bytes", "created_ms", "deleted", "kprefix")
+    __slots__ = (
+        "committed",
+        "created_ms",
+        "deleted",
+        "gone",
+        "kprefix",
+        "name",
+        "nbytes",
+        "next_offset",
+        "pending",
+        "pending_bytes",
+        "retention_age_ms",
+        "retention_bytes",
+        "segments",
+        "sid",
+        "touched",
+        "waiters",
+    )
 
     def __init__(self, name: str, sid: int, created_ms: int) -> None:
         self.name = name
@@ -58,11 +96,16 @@ class Stream:
         self.committed = 0  # next_offset as of the last commit: readers see offsets below it
         self.segments: list[SegmentMeta] = []
         self.nbytes = 0
-        self.waiters: list[asyncio.Future[None]] = []
+        # most streams never have a reader waiting: share one empty tuple until one does
+        self.waiters: list[asyncio.Future[None]] | tuple[()] = ()
         self.pending: list[Record] = []  # appended since the last commit
         self.pending_bytes = 0
-        self.deleted: set[int] = set()  # offsets removed one by one (mq9 DELETE)
-        self.kprefix = st.P_RECORD + sid.to_bytes(4, "big")
+        self.deleted: set[int] | frozenset[int] = _NO_DELETED  # offsets removed one by one (mq9 DELETE)
+        self.kprefix = k.P_RECORD + sid.to_bytes(4, "big")  # k.record_prefix, inlined: per new stream
+        self.touched = 0  # the last batch that wrote this stream's keys: evictable once committed
+        self.gone = False  # deleted: a later commit must not bring its offsets back
+        self.retention_age_ms = -1  # -1: the log's default; 0: keep forever
+        self.retention_bytes = -1
 
     @property
     def first_offset(self) -> int:
@@ -81,96 +124,207 @@ class LogStats(msgspec.Struct):
     commit_seconds_total: float = 0.0
     commit_seconds_max: float = 0.0
     segments_dropped: int = 0
+    write_failures: int = 0
+    streams_loaded: int = 0
+    streams_evicted: int = 0
+
+
+class _Commit:
+    """One batch on its way to the store, and what to resolve once it is written."""
+
+    __slots__ = (
+        "appended",
+        "batch",
+        "callbacks",
+        "done",
+        "exc",
+        "future",
+        "nbytes",
+        "seconds",
+        "seq",
+        "streams",
+        "thread_future",
+    )
+
+    def __init__(self, batch: Batch, seq: int) -> None:
+        self.batch = batch
+        self.seq = seq
+        self.streams: list[tuple[Stream, int]] = []  # (stream, next_offset it becomes readable up to)
+        self.future: asyncio.Future[None] | None = None
+        self.callbacks: list[tuple[Callable[[], Any], Callable[[BaseException], Any] | None]] = []
+        self.appended = 0
+        self.nbytes = 0
+        self.done = False
+        self.thread_future: ThreadFuture[None] | None = None
+        self.exc: BaseException | None = None  # set by the writer thread
+        self.seconds = 0.0
 
 
 class SegmentLog:
     def __init__(
         self,
-        store: st.Store,
+        store: KVStore,
         *,
         segment_max_records: int = 10_000,
         segment_max_age_s: float = 3600.0,
         retention_max_age_s: float = 0.0,
         retention_max_bytes: int = 0,
+        stream_cache_max: int = STREAM_CACHE_MAX,
+        retention_pass_max: int | None = None,
     ) -> None:
         self.store = store
         self.segment_max_records = segment_max_records
         self.segment_max_age_ms = int(segment_max_age_s * 1000)
         self.retention_max_age_ms = int(retention_max_age_s * 1000)
         self.retention_max_bytes = retention_max_bytes
-        self.streams: dict[str, Stream] = {}
-        self._by_sid: dict[int, Stream] = {}
-        self._next_sid = 1
+        self.stream_cache_max = max(1, stream_cache_max)
+        self._evict_at = self.stream_cache_max
+        self.retention_pass_max = retention_pass_max  # streams checked per apply_retention (None: all)
+        self._retention_cursor: bytes | None = None
+        self.streams: dict[str, Stream] = {}  # the cache of loaded streams, oldest first
+        self._deleting: dict[str, int] = {}  # name -> batch deleting it, until that batch is written
         self._batch = store.new_batch()
         self._batch_len = 0
         self._dirty: list[Stream] = []
+        self._pending_total = 0  # payload bytes queued for the next batch
         self._commit_future: asyncio.Future[None] | None = None
-        self._commit_callbacks: list[Callable[[], Any]] = []
+        self._commit_callbacks: list[tuple[Callable[[], Any], Callable[[BaseException], Any] | None]] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: ThreadPoolExecutor | None = None  # one thread: batches are written in order
+        self._inflight: _Commit | None = None
+        self._inflight_lock = threading.Lock()
         self.retention_exempt: list[str] = []  # stream-name prefixes that retention never touches
         self._reclaim: list[tuple[bytes, bytes]] = []  # record key ranges retention range-deleted
         self.stream_gen = 0  # bumped when a stream is deleted (caches of Stream objects drop)
         self.batch_seq = 1  # sequence number of the batch now being filled
         self.committed_seq = 0
+        self._failed: dict[int, BaseException] = {}  # recent batches the store refused
         self.stats = LogStats()
-        self._recover()
+        raw = store.get(k.K_NEXT_SID)
+        self._next_sid = int.from_bytes(raw, "big") if raw else self._max_sid_on_disk() + 1
+        self._sid_dirty = False
 
-    # ------------------------------------------------------------------ recovery
-    def _recover(self) -> None:
-        for k, v in self.store.scan_prefix(st.P_STREAM):
-            meta = decode_stream(v)
-            s = Stream(k[1:].decode(), meta.sid, meta.created_ms)
-            self.streams[s.name] = s
-            self._by_sid[s.sid] = s
-            self._next_sid = max(self._next_sid, s.sid + 1)
-        for k, v in self.store.scan_prefix(st.P_SEGMENT):
-            s = self._by_sid.get(int.from_bytes(k[1:5], "big"))
-            if s is None:
-                continue
-            seg = decode_segment(v)
-            s.segments.append(seg)
-            s.nbytes += seg.nbytes
-            s.next_offset = max(s.next_offset, seg.last + 1)
-        for k, _ in self.store.scan_prefix(st.P_DELETED):
-            s = self._by_sid.get(int.from_bytes(k[1:5], "big"))
-            if s is not None:
-                s.deleted.add(int.from_bytes(k[5:13], "big"))
-        for s in self.streams.values():
-            s.segments.sort(key=lambda g: g.first)
-            s.committed = s.next_offset
-        if self.streams:
-            log.info("recovered %d streams", len(self.streams))
+    def _max_sid_on_disk(self) -> int:
+        """Data written before the N key existed: one scan of the S keys, once (N is written next)."""
+        top = 0
+        for _, v in self.store.scan_prefix(k.P_STREAM):
+            top = max(top, decode_stream(v).sid)
+        if top:
+            self._sid_dirty = True
+        return top
 
     # ------------------------------------------------------------------ streams
     def get_stream(self, name: str) -> Stream | None:
-        return self.streams.get(name)
+        """The stream, loaded from the store if it is not cached; None if it does not exist."""
+        s = self.streams.get(name)
+        if s is None and name not in self._deleting:
+            raw = self.store.get(k.stream_key(name))
+            if raw is not None:
+                s = self._load(name, decode_stream(raw))
+        return s
 
     def stream(self, name: str) -> Stream:
+        """The stream, created if it does not exist."""
         s = self.streams.get(name)
-        if s is None:
-            s = Stream(name, self._next_sid, now_ms())
-            self._next_sid += 1
-            self.streams[name] = s
-            self._by_sid[s.sid] = s
-            self._put(st.stream_key(name), encode(StreamMeta(s.sid, s.created_ms)))
+        if s is not None:
+            return s
+        if name not in self._deleting:
+            raw = self.store.get(k.stream_key(name))
+            if raw is not None:
+                return self._load(name, decode_stream(raw))
+        s = Stream(name, self._next_sid, now_ms())
+        self._next_sid += 1
+        self._sid_dirty = True
+        self._pending_total += STREAM_OVERHEAD
+        self._cache(s)
+        self._put_stream_meta(s)
         return s
+
+    def stream_exists(self, name: str) -> bool:
+        return name in self.streams or (name not in self._deleting
+                                        and self.store.get(k.stream_key(name)) is not None)
+
+    def stream_names(self, prefix: str = "") -> Iterator[str]:
+        """Names of every stream in the store (committed), in byte order. A scan: not for hot paths."""
+        for key, _ in self.store.scan_prefix(k.stream_key(prefix)):
+            yield k.stream_key_name(key)
+
+    def _load(self, name: str, meta: StreamMeta) -> Stream:
+        s = Stream(name, meta.sid, meta.created_ms)
+        s.retention_age_ms = meta.retention_age_ms
+        s.retention_bytes = meta.retention_bytes
+        for _, v in self.store.scan_prefix(k.segment_prefix(meta.sid)):
+            seg = decode_segment(v)
+            s.segments.append(seg)
+            s.nbytes += seg.nbytes
+        if s.segments:
+            s.next_offset = s.committed = s.segments[-1].last + 1
+        deleted = {k.record_key_offset(key) for key, _ in self.store.scan_prefix(k.deleted_prefix(meta.sid))}
+        if deleted:
+            s.deleted = deleted
+        self.stats.streams_loaded += 1
+        self._cache(s)
+        return s
+
+    def _cache(self, s: Stream) -> None:
+        self.streams[s.name] = s
+        if len(self.streams) > self._evict_at:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest unpinned streams; pinned ones move to the back."""
+        cache = self.streams
+        want = max(1, len(cache) // _EVICT_FRACTION)
+        done = self.committed_seq
+        getref = sys.getrefcount
+        evicted = 0
+        keep: list[str] = []
+        for name in list(cache)[:want * 2]:
+            s = cache[name]
+            if s.touched > done or s.pending or s.waiters or getref(s) > _OWN_REFS:
+                keep.append(name)
+            else:
+                del cache[name]
+                evicted += 1
+                if evicted >= want:
+                    break
+        for name in keep:  # pinned: to the back, so the next pass starts with other streams
+            cache[name] = cache.pop(name)
+        self.stats.streams_evicted += evicted
+        # when most are pinned (a burst of new streams in one uncommitted batch), try again only after
+        # as many more inserts or the next commit, so eviction stays amortised O(1) per stream
+        self._evict_at = max(self.stream_cache_max, len(cache) + want)
+
+    def _put_stream_meta(self, s: Stream) -> None:
+        s.touched = self.batch_seq
+        self._put(k.stream_key(s.name), encode(StreamMeta(s.sid, s.created_ms, s.retention_age_ms,
+                                                          s.retention_bytes)))
+
+    def set_retention(self, stream: Stream, max_age_ms: int = -1, max_bytes: int = -1) -> None:
+        """Per-stream retention (persisted); -1 means the log's default, 0 means unlimited."""
+        stream.retention_age_ms = max_age_ms
+        stream.retention_bytes = max_bytes
+        self._put_stream_meta(stream)
 
     def delete_stream(self, name: str) -> None:
         """Drop a stream and all its records (one range delete per key family)."""
-        s = self.streams.pop(name, None)
+        s = self.get_stream(name)
         if s is None:
             return
-        self._by_sid.pop(s.sid, None)
+        self.streams.pop(name, None)
+        self._deleting[name] = self.batch_seq
         self.stream_gen += 1
         b = self._batch
-        sid4 = s.sid.to_bytes(4, "big")
-        for prefix in (st.P_RECORD, st.P_SEGMENT, st.P_DELETED):
-            b.delete_range(prefix + sid4, st.prefix_end(prefix + sid4))
-        b.delete(st.stream_key(name))
+        for prefix in (k.record_prefix(s.sid), k.segment_prefix(s.sid), k.deleted_prefix(s.sid)):
+            b.delete_range(prefix, k.prefix_end(prefix))
+        b.delete(k.stream_key(name))
         self._batch_len += 1
+        s.gone = True
         s.segments.clear()
+        self._pending_total -= s.pending_bytes + RECORD_OVERHEAD * len(s.pending)
         s.pending.clear()
+        s.pending_bytes = 0
         s.next_offset = s.committed = 0
         self._wake(s)
         self._schedule()
@@ -179,6 +333,8 @@ class SegmentLog:
     def append(self, stream: Stream | str, record: Record) -> int:
         """Queue a record; returns its offset. Durable once `committed()` resolves."""
         s = self.stream(stream) if isinstance(stream, str) else stream
+        if self._pending_total > PENDING_MAX_BYTES and self._inflight is not None:
+            self._backpressure()  # before this record touches any state: the batch is cut here
         off = s.next_offset
         s.next_offset = off + 1
         p = s.pending
@@ -187,12 +343,16 @@ class SegmentLog:
             if not self._scheduled:
                 self._schedule()
         p.append(record)
-        s.pending_bytes += len(record.payload)
+        n = len(record.payload)
+        s.pending_bytes += n
+        self._pending_total += n + RECORD_OVERHEAD
         return off
 
     def append_many(self, stream: Stream, records: list[Record]) -> int:
         """Queue several records; returns the offset of the first."""
         s = stream
+        if self._pending_total > PENDING_MAX_BYTES and self._inflight is not None:
+            self._backpressure()
         off = s.next_offset
         s.next_offset = off + len(records)
         p = s.pending
@@ -201,40 +361,45 @@ class SegmentLog:
             if not self._scheduled:
                 self._schedule()
         p.extend(records)
-        s.pending_bytes += sum([len(r.payload) for r in records])
+        n = sum([len(r.payload) for r in records])
+        s.pending_bytes += n
+        self._pending_total += n + RECORD_OVERHEAD * len(records)
         return off
 
     def delete_record(self, stream: Stream, offset: int) -> bool:
         """Remove one record (a tombstone; the bytes go with its segment)."""
         if not (stream.first_offset <= offset < stream.next_offset) or offset in stream.deleted:
             return False
-        stream.deleted.add(offset)
-        self._put(st.deleted_key(stream.sid, offset), b"")
+        if not stream.deleted:
+            stream.deleted = set()
+        stream.deleted.add(offset)  # type: ignore[union-attr]  # a set from here on
+        stream.touched = self.batch_seq
+        self._put(k.deleted_key(stream.sid, offset), b"")
         return True
 
     # front-end metadata (mailboxes, group progress, ...) goes through the same batches, so it is
     # ordered with the records it describes.
     def put_meta(self, namespace: str, key: str | bytes, value: bytes) -> None:
-        self._put(st.meta_key(namespace, key), value)
+        self._put(k.meta_key(namespace, key), value)
 
     def delete_meta(self, namespace: str, key: str | bytes) -> None:
-        self._batch.delete(st.meta_key(namespace, key))
+        self._batch.delete(k.meta_key(namespace, key))
         self._batch_len += 1
         self._schedule()
 
     def delete_meta_prefix(self, namespace: str, prefix: str | bytes) -> None:
-        start = st.meta_key(namespace, prefix)
-        self._batch.delete_range(start, st.prefix_end(start))
+        start = k.meta_key(namespace, prefix)
+        self._batch.delete_range(start, k.prefix_end(start))
         self._batch_len += 1
         self._schedule()
 
     def get_meta(self, namespace: str, key: str | bytes) -> bytes | None:
-        return self.store.get(st.meta_key(namespace, key))
+        return self.store.get(k.meta_key(namespace, key))
 
     def scan_meta(self, namespace: str) -> Iterator[tuple[bytes, bytes]]:
-        p = st.meta_key(namespace, b"")
-        for k, v in self.store.scan_prefix(p):
-            yield k[len(p):], v
+        p = k.meta_key(namespace, b"")
+        for key, v in self.store.scan_prefix(p):
+            yield key[len(p):], v
 
     def _put(self, key: bytes, value: bytes) -> None:
         self._batch.put(key, value)
@@ -253,101 +418,216 @@ class SegmentLog:
             except RuntimeError:  # no loop (tools, unit tests): call flush() yourself
                 self._scheduled = False
                 return
-        loop.call_soon(self.flush)
+        loop.call_soon(self._flush_soon)
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._batch_len or self._dirty)
+        return bool(self._batch_len or self._dirty or self._sid_dirty)
+
+    @property
+    def _unwritten(self) -> bool:
+        return self.has_pending or self._inflight is not None
 
     def committed(self) -> asyncio.Future[None]:
-        """A future resolved when everything appended so far is written."""
+        """A future resolved when everything appended so far is written (failed if the write fails)."""
         loop = self._loop or asyncio.get_running_loop()
         if not self.has_pending:
-            f = loop.create_future()
-            f.set_result(None)
-            return f
+            inflight = self._inflight
+            if inflight is None:
+                f = loop.create_future()
+                f.set_result(None)
+                return f
+            if inflight.future is None:
+                inflight.future = loop.create_future()
+            return inflight.future
         if self._commit_future is None:
             self._commit_future = loop.create_future()
         return self._commit_future
 
-    def on_commit(self, seq: int, callback: Callable[[], Any]) -> None:
-        """Run callback once batch `seq` is written (at once if it already is)."""
-        if seq <= self.committed_seq or not self.has_pending:
-            callback()  # nothing is waiting to be written: everything up to now is durable
+    def on_commit(self, seq: int, callback: Callable[[], Any],
+                  on_error: Callable[[BaseException], Any] | None = None) -> None:
+        """Run callback once batch `seq` is written (at once if it already is); on_error if it fails."""
+        if self._failed and seq in self._failed:
+            if on_error is not None:
+                on_error(self._failed[seq])
+            return
+        if self.is_committed(seq):
+            callback()
+            return
+        inflight = self._inflight
+        # nothing queued after the batch being written: it carries everything up to `seq`
+        if inflight is not None and (seq <= inflight.seq or not self.has_pending):
+            inflight.callbacks.append((callback, on_error))
         else:
-            self._commit_callbacks.append(callback)
+            self._commit_callbacks.append((callback, on_error))
 
     def is_committed(self, seq: int) -> bool:
         """Whether batch `seq` (a `batch_seq` taken when something was appended) is written."""
-        return seq <= self.committed_seq or not self.has_pending
+        if self._failed and seq in self._failed:
+            return False
+        return seq <= self.committed_seq or not self._unwritten
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
         """Run callback once everything appended so far is written (at once if nothing is pending)."""
         self.on_commit(self.batch_seq, callback)
 
-    def flush(self) -> None:
-        """Write the pending batch now (normally called once per loop turn)."""
+    def _flush_soon(self) -> None:
+        """End of a loop turn: hand the batch to the writer thread, unless one is being written (then
+        this one keeps filling and goes when that one is done)."""
         self._scheduled = False
+        if self._inflight is not None or not self.has_pending:
+            return
+        c = self._build()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="robustmq-log-writer")
+        loop = self._loop
+        assert loop is not None
+        self._inflight = c
+        c.thread_future = self._writer.submit(self._write_in_thread, c, loop)
+
+    def _backpressure(self) -> None:
+        """Too much queued while a batch is being written (a flood faster than the disk): wait for
+        that write here, on the loop, so the loop stops reading sockets and memory stays bounded."""
+        c = self._inflight
+        if c is not None and c.thread_future is not None:
+            c.thread_future.result()
+            self._complete(c, c.exc, c.seconds)
+        self._flush_soon()
+
+    def _write_in_thread(self, c: _Commit, loop: asyncio.AbstractEventLoop) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.store.write(c.batch)
+        except Exception as e:  # noqa: BLE001 - reported on the loop: the waiters of this batch fail, the log goes on
+            c.exc = e
+        c.seconds = time.perf_counter() - t0
+        try:
+            loop.call_soon_threadsafe(self._complete, c, c.exc, c.seconds)
+        except RuntimeError:  # the loop is closed: flush()/close() completes it instead
+            pass
+
+    def flush(self) -> None:
+        """Write everything pending now, on this thread, and resolve it (tools, tests, close)."""
+        self._scheduled = False
+        c = self._inflight
+        if c is not None and c.thread_future is not None:
+            c.thread_future.result()  # the writer thread never raises: failures are passed on
+            self._complete(c, c.exc, c.seconds)  # its report may still be queued on the loop
         if not self.has_pending:
             return
-        batch = self._batch
+        c = self._build()
+        self._inflight = c
+        t0 = time.perf_counter()
+        exc: BaseException | None = None
+        try:
+            self.store.write(c.batch)
+        except Exception as e:  # noqa: BLE001 - any store failure fails this batch's waiters
+            exc = e
+        self._complete(c, exc, time.perf_counter() - t0)
+
+    def _build(self) -> _Commit:
+        """Turn everything queued into one store batch (runs on the loop: Python objects only)."""
+        c = _Commit(self._batch, self.batch_seq)
+        batch = c.batch
         dirty, self._dirty = self._dirty, []
         now = now_ms()
-        appended = 0
-        nbytes = 0
         for s in dirty:
             recs = s.pending
             if not recs:
                 continue
             s.pending = []
-            pbytes = s.pending_bytes
+            c.nbytes += s.pending_bytes
             s.pending_bytes = 0
-            appended += len(recs)
-            nbytes += pbytes
-            first = s.committed
+            c.appended += len(recs)
+            first = s.next_offset - len(recs)
             for i in range(0, len(recs), CHUNK_MAX_RECORDS):
                 self._write_chunk(batch, s, first + i, recs[i:i + CHUNK_MAX_RECORDS], now)
-        fut, self._commit_future = self._commit_future, None
-        cbs, self._commit_callbacks = self._commit_callbacks, []
+            s.touched = c.seq
+            c.streams.append((s, s.next_offset))
+        if self._sid_dirty:
+            batch.put(k.K_NEXT_SID, self._next_sid.to_bytes(4, "big"))
+            self._sid_dirty = False
+        self._pending_total = 0
+        c.future, self._commit_future = self._commit_future, None
+        c.callbacks, self._commit_callbacks = self._commit_callbacks, []
         self._batch = self.store.new_batch()
         self._batch_len = 0
-        t0 = time.perf_counter()
-        try:
-            self.store.write(batch)
-        except Exception as exc:  # the disk failed: fail the writers that wait, keep serving
-            log.exception("log write failed")
-            if fut is not None and not fut.done():
-                fut.set_exception(exc)
+        self.batch_seq += 1
+        return c
+
+    def _complete(self, c: _Commit, exc: BaseException | None, dt: float) -> None:
+        """On the loop (or the flushing thread): resolve what waited on batch `c`."""
+        if c.done:
             return
-        dt = time.perf_counter() - t0
+        c.done = True
+        if self._inflight is c:
+            self._inflight = None
+        if self._deleting:
+            self._deleting = {n: q for n, q in self._deleting.items() if q > c.seq}
+        if exc is not None:
+            self._fail(c, exc)
+        else:
+            self._succeed(c, dt)
+        if self.has_pending and self._loop is not None and not self._scheduled:
+            # the next batch filled while this one was written: send it now, in order
+            self._scheduled = True
+            self._loop.call_soon(self._flush_soon)
+
+    def _succeed(self, c: _Commit, dt: float) -> None:
         stats = self.stats
-        stats.appends += appended
-        stats.bytes_appended += nbytes
+        stats.appends += c.appended
+        stats.bytes_appended += c.nbytes
         stats.batches += 1
         stats.commit_seconds_total += dt
-        if dt > stats.commit_seconds_max:
-            stats.commit_seconds_max = dt
-        self.committed_seq = self.batch_seq
-        self.batch_seq += 1
-        for s in dirty:
-            s.committed = s.next_offset if s.name in self.streams else 0
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-        for cb in cbs:
+        stats.commit_seconds_max = max(stats.commit_seconds_max, dt)
+        self.committed_seq = c.seq
+        for s, upto in c.streams:
+            if not s.gone and upto > s.committed:
+                s.committed = upto
+        if c.future is not None and not c.future.done():
+            c.future.set_result(None)
+        for cb, _ in c.callbacks:
             try:
                 cb()
-            except Exception:  # noqa: BLE001 - a callback must not break the commit path
+            except Exception:
                 log.exception("commit callback failed")
-        for s in dirty:
+        for s, _ in c.streams:
+            if s.waiters:
+                self._wake(s)
+        if len(self.streams) > self.stream_cache_max:  # streams this batch pinned may go now
+            self._evict()
+
+    def _fail(self, c: _Commit, exc: BaseException) -> None:
+        """The store refused the batch: its records are lost, so fail whoever waits on it (never
+        acknowledge it), wake its readers (they find nothing new), and keep serving."""
+        log.error("log write failed: %r", exc)
+        self.stats.write_failures += 1
+        self.committed_seq = c.seq  # later batches may still succeed; this one will never be written
+        self._failed[c.seq] = exc
+        while len(self._failed) > FAILED_BATCHES_KEPT:
+            del self._failed[next(iter(self._failed))]
+        if c.future is not None and not c.future.done():
+            c.future.set_exception(exc)
+            c.future.exception()  # retrieved here too, so an unawaited future logs nothing more
+        for _, eb in c.callbacks:
+            if eb is not None:
+                try:
+                    eb(exc)
+                except Exception:
+                    log.exception("commit error callback failed")
+        for s, _ in c.streams:
             if s.waiters:
                 self._wake(s)
 
-    def _write_chunk(self, batch: Any, s: Stream, first: int, recs: list[Record], now: int) -> None:
+    def _write_chunk(self, batch: Batch, s: Stream, first: int, recs: list[Record], now: int) -> None:
         data = encode(recs)
         batch.put(s.kprefix + first.to_bytes(8, "big"), data)
         last = first + len(recs) - 1
-        t_first, t_last = recs[0].ts, recs[-1].ts
-        lo, hi = min(t_first, t_last), max(t_first, t_last)
+        # client timestamps (Kafka CreateTime) need not be monotonic: the bounds cover every record
+        lo = hi = recs[0].ts
+        if len(recs) > 1:
+            tss = [r.ts for r in recs]
+            lo, hi = min(tss), max(tss)
         segs = s.segments
         seg = segs[-1] if segs else None
         if seg is None or seg.count >= self.segment_max_records or now - seg.created_ms > \
@@ -359,24 +639,36 @@ class SegmentLog:
         seg.max_ts = max(seg.max_ts, hi)
         seg.nbytes += len(data)
         s.nbytes += len(data)
-        batch.put(st.segment_key(s.sid, seg.first), encode(seg))
+        batch.put(k.segment_key(s.sid, seg.first), encode(seg))
 
     def _wake(self, s: Stream) -> None:
-        ws, s.waiters = s.waiters, []
+        ws, s.waiters = s.waiters, ()
         for w in ws:
             if not w.done():
                 w.set_result(None)
 
     # ------------------------------------------------------------------ read
+    def high_watermark(self, stream: Stream) -> int:
+        """The offset after the last committed record (Kafka's high watermark)."""
+        return stream.committed
+
+    def log_start(self, stream: Stream) -> int:
+        """The oldest offset still retained (Kafka's log start offset)."""
+        return min(stream.first_offset, stream.committed)
+
     def read(self, stream: Stream, start: int = 0, end: int | None = None,
-             limit: int | None = None) -> Iterator[tuple[int, Record]]:
-        """Committed records with start <= offset < end, in offset order (deleted ones skipped)."""
+             limit: int | None = None, max_bytes: int | None = None) -> Iterator[tuple[int, Record]]:
+        """Committed records with start <= offset < end, in offset order (deleted ones skipped).
+
+        `max_bytes` bounds the payload, key and header bytes returned, but the first record is always
+        returned, however large (as Kafka does, so a consumer always makes progress)."""
         start = max(start, stream.first_offset)
         stop = stream.committed if end is None else min(end, stream.committed)
         if start >= stop:
             return
         deleted = stream.deleted
         n = 0
+        total = 0
         for first, recs in self._chunks(stream, start, stop):
             i0 = max(0, start - first)
             i1 = min(len(recs), stop - first)
@@ -384,7 +676,12 @@ class SegmentLog:
                 off = first + i
                 if deleted and off in deleted:
                     continue
-                yield off, recs[i]
+                r = recs[i]
+                if max_bytes is not None:
+                    total += record_size(r)
+                    if n and total > max_bytes:
+                        return
+                yield off, r
                 n += 1
                 if limit is not None and n >= limit:
                     return
@@ -392,29 +689,21 @@ class SegmentLog:
     def _chunks(self, stream: Stream, start: int, stop: int) -> Iterator[tuple[int, list[Record]]]:
         """Decoded chunks overlapping [start, stop)."""
         kp = stream.kprefix
-        it = self.store.db.iter()
-        it.seek_for_prev(kp + start.to_bytes(8, "big"))
-        if not it.valid() or not it.key().startswith(kp):
-            it.seek(kp + start.to_bytes(8, "big"))
-        while it.valid():
-            k = it.key()
-            if not k.startswith(kp):
-                return
-            first = int.from_bytes(k[5:13], "big")
-            if first >= stop:
-                return
-            yield first, decode_chunk(it.value())
-            it.next()
+        at = self.store.seek_le(kp + start.to_bytes(8, "big"), kp) or kp + start.to_bytes(8, "big")
+        for key, v in self.store.scan(at, kp + stop.to_bytes(8, "big")):
+            yield k.record_key_offset(key), decode_chunk(v)
 
     def offset_for_time(self, stream: Stream, ts_ms: int) -> int:
-        """First offset whose timestamp is >= ts_ms (next_offset if none)."""
-        segs = stream.segments
-        i = bisect.bisect_left([g.max_ts for g in segs], ts_ms)
-        while i < len(segs):
-            for off, rec in self.read(stream, segs[i].first, segs[i].last + 1):
+        """First offset whose timestamp is >= ts_ms (the committed end if none).
+
+        Timestamps may go backwards (Kafka CreateTime), so segments are not sorted by time: a
+        segment whose max_ts is below ts_ms is skipped, every other one is scanned in offset order."""
+        for g in list(stream.segments):
+            if g.max_ts < ts_ms:
+                continue
+            for off, rec in self.read(stream, g.first, g.last + 1):
                 if rec.ts >= ts_ms:
                     return off
-            i += 1
         return stream.committed
 
     async def wait(self, stream: Stream, offset: int, timeout: float | None = None) -> bool:
@@ -423,56 +712,132 @@ class SegmentLog:
             return True
         loop = self._loop or asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        stream.waiters.append(fut)
+        self._add_waiter(stream, fut)
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return stream.committed > offset
 
+    @staticmethod
+    def _add_waiter(s: Stream, fut: asyncio.Future[None]) -> None:
+        if s.waiters:
+            s.waiters.append(fut)  # type: ignore[union-attr]  # non-empty: a list
+        else:
+            s.waiters = [fut]
+
+    async def wait_any(self, streams_offsets: Iterable[tuple[Stream, int]],
+                       timeout: float | None = None) -> list[Stream]:
+        """Wait until at least one stream has a committed record at its offset (or beyond); returns
+        those that do (empty on timeout). One future spans them all, as a Kafka Fetch over many
+        partitions needs."""
+        pairs = list(streams_offsets)
+        ready = [s for s, off in pairs if s.committed > off]
+        if ready or not pairs:
+            return ready
+        loop = self._loop or asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        for s, _ in pairs:
+            self._add_waiter(s, fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            for s, _ in pairs:  # the streams that did not fire still hold the future: drop it
+                ws = s.waiters
+                if fut in ws:
+                    ws.remove(fut)  # type: ignore[union-attr]  # a list: it holds a future
+        return [s for s, off in pairs if s.committed > off]
+
     # ------------------------------------------------------------------ retention
     def apply_retention(self, now: int | None = None) -> int:
-        """Drop whole old segments by age and by bytes; returns how many were dropped.
+        """Drop whole old segments by age and by bytes, per each stream's settings (or the log's
+        defaults); returns how many were dropped. The newest segment of a stream is kept unless it is
+        entirely past the age limit.
 
-        The newest segment of a stream is kept unless it is entirely past the age limit.
-        """
+        Streams not in the cache are checked from their G keys and loaded only when something is to
+        be dropped, so a pass over a million idle streams does not fill the cache. With
+        `retention_pass_max`, one call checks that many streams and the next call goes on from there."""
         now = now or now_ms()
         dropped = 0
         exempt = tuple(self.retention_exempt)
-        for s in list(self.streams.values()):
-            if exempt and s.name.startswith(exempt):
-                continue
-            segs = s.segments
-            lo = hi = -1
-            while segs:
-                g = segs[0]
-                too_old = self._expired(g, now)
-                too_big = bool(self.retention_max_bytes) and s.nbytes > self.retention_max_bytes \
-                    and len(segs) > 1
-                if not (too_old or too_big) or (len(segs) == 1 and s.pending):
+        budget = self.retention_pass_max
+        start = self._retention_cursor or k.P_STREAM
+        self._retention_cursor = None
+        for key, v in self.store.scan(start, k.prefix_end(k.P_STREAM)):
+            if budget is not None:
+                if budget <= 0:  # the next pass resumes here: a pass costs bounded loop time
+                    self._retention_cursor = key
                     break
-                sid4 = s.sid.to_bytes(4, "big")
-                b = self._batch
-                b.delete_range(st.P_RECORD + sid4 + g.first.to_bytes(8, "big"),
-                               st.P_RECORD + sid4 + (g.last + 1).to_bytes(8, "big"))
-                b.delete(st.segment_key(s.sid, g.first))
-                if s.deleted:
-                    b.delete_range(st.deleted_key(s.sid, g.first), st.deleted_key(s.sid, g.last + 1))
-                    s.deleted = {o for o in s.deleted if o > g.last}
-                self._batch_len += 1
-                s.nbytes -= g.nbytes
-                segs.pop(0)
-                dropped += 1
-                if lo < 0:
-                    lo = g.first
-                hi = g.last + 1
-            # the stream's dropped segments are adjacent: one range to compact. Past the cap (a tool
-            # that never takes them) RocksDB's own compactions free the space later.
-            if lo >= 0 and len(self._reclaim) < RECLAIM_MAX_RANGES:
-                self._reclaim.append((s.kprefix + lo.to_bytes(8, "big"), s.kprefix + hi.to_bytes(8, "big")))
+                budget -= 1
+            name = k.stream_key_name(key)
+            if exempt and name.startswith(exempt):
+                continue
+            s = self.streams.get(name)
+            if s is None:
+                meta = decode_stream(v)
+                if not self._may_drop(meta, now):
+                    continue
+                s = self.get_stream(name)
+                if s is None:
+                    continue
+            dropped += self._retain(s, now)
         if dropped:
             self.stats.segments_dropped += dropped
             self._schedule()
+        return dropped
+
+    def _limits(self, age_ms: int, nbytes: int) -> tuple[int, int]:
+        return (self.retention_max_age_ms if age_ms < 0 else age_ms,
+                self.retention_max_bytes if nbytes < 0 else nbytes)
+
+    def _may_drop(self, meta: StreamMeta, now: int) -> bool:
+        """Whether an uncached stream has a segment to drop, from its G keys alone."""
+        max_age, max_bytes = self._limits(meta.retention_age_ms, meta.retention_bytes)
+        if not max_age and not max_bytes:
+            return False
+        total = 0
+        nsegs = 0
+        for _, v in self.store.scan_prefix(k.segment_prefix(meta.sid)):
+            g = decode_segment(v)
+            if nsegs == 0 and max_age and g.max_ts < now - max_age:
+                return True
+            total += g.nbytes
+            nsegs += 1
+        return bool(max_bytes) and total > max_bytes and nsegs > 1
+
+    def _retain(self, s: Stream, now: int) -> int:
+        max_age, max_bytes = self._limits(s.retention_age_ms, s.retention_bytes)
+        if not max_age and not max_bytes:
+            return 0
+        segs = s.segments
+        dropped = 0
+        lo = hi = -1
+        while segs:
+            g = segs[0]
+            too_old = bool(max_age) and g.max_ts < now - max_age
+            too_big = bool(max_bytes) and s.nbytes > max_bytes and len(segs) > 1
+            if not (too_old or too_big) or (len(segs) == 1 and s.pending):
+                break
+            b = self._batch
+            b.delete_range(k.record_key(s.sid, g.first), k.record_key(s.sid, g.last + 1))
+            b.delete(k.segment_key(s.sid, g.first))
+            if s.deleted:
+                b.delete_range(k.deleted_key(s.sid, g.first), k.deleted_key(s.sid, g.last + 1))
+                s.deleted = {o for o in s.deleted if o > g.last} or _NO_DELETED
+            self._batch_len += 1
+            s.touched = self.batch_seq
+            s.nbytes -= g.nbytes
+            segs.pop(0)
+            dropped += 1
+            if lo < 0:
+                lo = g.first
+            hi = g.last + 1
+        # the stream's dropped segments are adjacent: one range to compact. Past the cap (a tool
+        # that never takes them) the store's own compactions free the space later.
+        if lo >= 0 and len(self._reclaim) < RECLAIM_MAX_RANGES:
+            self._reclaim.append((s.kprefix + lo.to_bytes(8, "big"), s.kprefix + hi.to_bytes(8, "big")))
         return dropped
 
     def take_reclaimable(self) -> list[tuple[bytes, bytes]]:
@@ -484,9 +849,19 @@ class SegmentLog:
         ranges, self._reclaim = self._reclaim, []
         return ranges
 
-    def _expired(self, g: SegmentMeta, now: int) -> bool:
-        return bool(self.retention_max_age_ms) and g.max_ts < now - self.retention_max_age_ms
-
     def close(self) -> None:
         self.flush()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         self.store.close()
+
+
+def record_size(r: Record) -> int:
+    """Bytes a record carries (payload, key, headers), for byte-limited reads."""
+    n = len(r.payload)
+    if r.key:
+        n += len(r.key)
+    if r.headers:
+        n += sum(len(a) + len(b) for a, b in r.headers)
+    return n

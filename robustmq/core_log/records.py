@@ -36,6 +36,9 @@ class SegmentMeta(msgspec.Struct, array_like=True, gc=False):
 class StreamMeta(msgspec.Struct, array_like=True, gc=False):
     sid: int
     created_ms: int
+    # per-stream retention: -1 = the log's default, 0 = unlimited (trailing, so older values decode)
+    retention_age_ms: int = -1
+    retention_bytes: int = -1
 
 
 _rec_enc = msgspec.msgpack.Encoder()

@@ -1,11 +1,6 @@
-"""The only module that touches RocksDB: key layout, batched writes, durability mode.
+"""The RocksDB implementation of the store seam (`kv.KVStore`); the only module that imports rocksdict.
 
-Key layout (one keyspace, one-letter prefixes keep related keys adjacent for range scans/deletes):
-    S<stream name>                 -> StreamMeta
-    R<sid:4><first offset:8>       -> chunk: msgpack array of Records (offsets first, first+1, ...)
-    G<sid:4><first offset:8>       -> SegmentMeta
-    D<sid:4><offset:8>             -> tombstone of one deleted record
-    M<namespace>\\0<key>           -> front-end metadata (mailboxes, group offsets, sessions, ...)
+Key layout: `keys.py`.
 """
 
 from __future__ import annotations
@@ -16,46 +11,10 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 
-from rocksdict import CompactOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import BlockBasedOptions, CompactOptions, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
-P_STREAM = b"S"
-P_RECORD = b"R"
-P_SEGMENT = b"G"
-P_META = b"M"
-P_DELETED = b"D"
-
-
-def record_key(sid: int, offset: int) -> bytes:
-    return b"R" + sid.to_bytes(4, "big") + offset.to_bytes(8, "big")
-
-
-def deleted_key(sid: int, offset: int) -> bytes:
-    return b"D" + sid.to_bytes(4, "big") + offset.to_bytes(8, "big")
-
-
-def segment_key(sid: int, first: int) -> bytes:
-    return b"G" + sid.to_bytes(4, "big") + first.to_bytes(8, "big")
-
-
-def stream_key(name: str) -> bytes:
-    return b"S" + name.encode()
-
-
-def meta_key(namespace: str, key: str | bytes) -> bytes:
-    k = key.encode() if isinstance(key, str) else key
-    return b"M" + namespace.encode() + b"\x00" + k
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with prefix."""
-    b = bytearray(prefix)
-    while b:
-        if b[-1] < 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return b"\xff" * 16
-
+from robustmq.core_log.keys import prefix_end
+from robustmq.core_log.kv import Batch
 
 _WAL_SYNCED = re.compile(r"^rocksdb\.wal\.synced COUNT : (\d+)$", re.MULTILINE)
 
@@ -73,6 +32,10 @@ class Store:
         opts.create_if_missing(True)
         opts.set_max_background_jobs(2)
         opts.set_write_buffer_size(32 << 20)  # memtable; keeps RSS well under 300 MB under floods
+        table = BlockBasedOptions()
+        # a new stream is a lookup of a name that is not there: bloom filters answer most from memory
+        table.set_bloom_filter(10, False)
+        opts.set_block_based_table_factory(table)
         if statistics:
             opts.enable_statistics()
         self.path = path
@@ -93,7 +56,9 @@ class Store:
     def new_batch(self) -> WriteBatch:
         return WriteBatch(raw_mode=True)
 
-    def write(self, batch: WriteBatch) -> None:
+    def write(self, batch: Batch) -> None:
+        # rocksdict releases the GIL here, so the loop runs on while the writer thread waits for the disk
+        assert isinstance(batch, WriteBatch), "a batch from this store's new_batch()"
         self.db.write(batch, self.write_opts)
 
     def get(self, key: bytes) -> bytes | None:
@@ -107,6 +72,14 @@ class Store:
 
     def scan_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield from self.scan(prefix, prefix_end(prefix))
+
+    def seek_le(self, key: bytes, low: bytes) -> bytes | None:
+        it = self.db.iter()
+        it.seek_for_prev(key)
+        if not it.valid():
+            return None
+        k: bytes = it.key()
+        return k if k >= low else None
 
     def compact_ranges(self, ranges: Iterable[tuple[bytes, bytes]]) -> None:
         """Compact each [begin, end) so range-deleted records leave the disk now, not at some later

@@ -143,5 +143,9 @@ class Receipt:
             if not fut.done():
                 fut.set_result(None)
 
-        self._log.on_commit(self._seq, done)
+        def failed(exc: BaseException) -> None:  # the store refused the batch: not durable, say so
+            if not fut.done():
+                fut.set_exception(exc)
+
+        self._log.on_commit(self._seq, done, failed)
         await fut

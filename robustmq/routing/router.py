@@ -18,8 +18,6 @@ from robustmq.core_log import Record, SegmentLog
 from robustmq.routing.contract import Connection, Headers, Receipt, Refusal, SubjectOwner, Subscription
 from robustmq.routing.subjects import SubjectPatterns, SubjectTrie, pick
 
-STREAM_CACHE_MAX = 100_000  # subject -> stream lookups kept; cleared when full
-
 
 class RouterStats(msgspec.Struct):
     msgs_in: int = 0
@@ -35,9 +33,6 @@ class Router:
         self.owners: list[SubjectOwner] = []
         self._owner_firsts: frozenset[str] = frozenset()  # first characters of owner prefixes
         self.stats = RouterStats()
-        # subject -> its stream, or None for ephemeral subjects; dropped when a stream is deleted
-        self._streams: dict[str, Any] = {}
-        self._streams_gen = log.stream_gen
 
     def add_owner(self, owner: SubjectOwner) -> None:
         self.owners.append(owner)
@@ -169,18 +164,13 @@ class Router:
 
     def _stream_for(self, subject: str) -> Any:
         """The stream a subject is logged to, or None when it is ephemeral."""
-        log = self.log
-        if self._streams_gen != log.stream_gen:
-            self._streams.clear()
-            self._streams_gen = log.stream_gen
-        stream = self._streams.get(subject, False)
-        if stream is False:
+        # the log's own bounded stream cache answers hot subjects with one dict lookup; holding
+        # Stream objects here as well would pin them in memory
+        stream = self.log.streams.get(subject)
+        if stream is None:
             if self.ephemeral.matches(subject):
-                return None  # not cached: inbox subjects are unique, they would only churn the cache
-            stream = log.stream(subject)
-            if len(self._streams) > STREAM_CACHE_MAX:
-                self._streams.clear()
-            self._streams[subject] = stream
+                return None
+            stream = self.log.stream(subject)
         return stream
 
     def deliver(self, subject: str, reply: str | None, headers: Headers | None, payload: bytes,

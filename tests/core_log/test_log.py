@@ -79,7 +79,7 @@ async def test_offset_for_time(tmp_path) -> None:
 async def test_retention_by_bytes_and_age(tmp_path) -> None:
     log = make(tmp_path, segment_max_records=10, retention_max_bytes=2000)
     s = log.stream("r")
-    for i in range(100):
+    for _ in range(100):
         log.append(s, Record(1000, b"x" * 100))
         await log.committed()
     dropped = log.apply_retention()

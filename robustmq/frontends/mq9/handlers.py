@@ -61,8 +61,10 @@ class Mq9Layer:
         self.registry = MailboxRegistry(log_, cfg.mq9_default_ttl_s, cfg.mq9_max_ttl_s)
         self.delivery = Delivery(log_, self.registry, self.stats)
         self.public = PublicList(self.registry)
-        self._post: list[tuple[Any, ...]] = []
-        self._post_scheduled = False
+        # work to do once a log batch is written, per batch: the log writes one batch while the next
+        # fills, so an item queued now must not ride on the callback of the batch already in flight
+        self._post: list[tuple[Any, ...]] | None = None
+        self._post_seq = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # LIST pages being built
         # subscriptions this layer took: their delivery target (None: a PUBLIC.LIST subscriber)
@@ -194,14 +196,17 @@ class Mq9Layer:
 
     # ------------------------------------------------------------------ after commit
     def _post_commit(self, item: tuple[Any, ...]) -> None:
-        self._post.append(item)
-        if not self._post_scheduled:
-            self._post_scheduled = True
-            self.log.after_commit(self._run_post)
+        seq = self.log.batch_seq
+        if self._post is not None and self._post_seq == seq:
+            self._post.append(item)
+            return
+        items = self._post = [item]
+        self._post_seq = seq
+        self.log.on_commit(seq, lambda: self._run_post(items))
 
-    def _run_post(self) -> None:
-        self._post_scheduled = False
-        items, self._post = self._post, []
+    def _run_post(self, items: list[tuple[Any, ...]]) -> None:
+        if self._post is items:
+            self._post = None
         delivery = self.delivery
         for item in items:
             kind = item[0]
