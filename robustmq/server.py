@@ -12,12 +12,17 @@ from robustmq.config import Config
 from robustmq.core_log import SegmentLog, Store
 from robustmq.frontends.mq9 import Mq9Layer
 from robustmq.frontends.mq9 import attach as attach_mq9
+from robustmq.frontends.mqtt.server import MqttServer
 from robustmq.frontends.nats.server import NatsServer
 from robustmq.frontends.registry import FrontEndRegistry
 from robustmq.http.monitor import MonitorServer
 from robustmq.routing.router import Router
 
 log = logging.getLogger("robustmq")
+
+# streams one retention pass checks (the next pass goes on from there): a million device streams
+# then cost the loop a few tens of milliseconds per pass, not seconds
+RETENTION_PASS_STREAMS = 20_000
 
 
 class Broker:
@@ -33,12 +38,15 @@ class Broker:
             segment_max_age_s=cfg.segment_max_age_s,
             retention_max_age_s=cfg.retention_max_age_s,
             retention_max_bytes=cfg.retention_max_bytes,
+            retention_pass_max=RETENTION_PASS_STREAMS,
+            writer_thread=cfg.durability == "fsync",  # see SegmentLog: wal writes are cheap inline
         )
         self.router = Router(self.log, cfg.ephemeral_subjects)
         self.nats = NatsServer(cfg, self.router)
         self.frontends = FrontEndRegistry()  # the listeners that run, for monitoring
         self.mq9: Mq9Layer | None = None
         self.http: MonitorServer | None = None
+        self.mqtt: MqttServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -48,9 +56,13 @@ class Broker:
             await self.nats.start(cfg.host, cfg.nats_port)
             self.frontends.register(self.nats)
             log.info("NATS (with mq9) listening on %s:%d", cfg.host, self.nats.port)
-        for name, port in (("MQTT", cfg.mqtt_port), ("Kafka", cfg.kafka_port)):
-            if port:
-                log.info("%s listener on port %d: not built yet in this version, skipped", name, port)
+        if cfg.mqtt_port:
+            self.mqtt = MqttServer(cfg, self.router)
+            await self.mqtt.start(cfg.host, cfg.mqtt_port)
+            self.frontends.register(self.mqtt)
+            log.info("MQTT listening on %s:%d", cfg.host, self.mqtt.port)
+        if cfg.kafka_port:
+            log.info("Kafka listener on port %d: not built yet in this version, skipped", cfg.kafka_port)
         if cfg.http_port:
             self.http = MonitorServer(self)
             await self.http.start(cfg.host, cfg.http_port)
@@ -78,6 +90,8 @@ class Broker:
         if self.mq9 is not None:
             self.mq9.close()
         await self.nats.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()
         if self.http is not None:
             await self.http.close()
         await asyncio.sleep(0)
