@@ -36,13 +36,15 @@ class RobustMQ:
     """A `python -m robustmq serve` subprocess bound to 127.0.0.1 with its own data dir."""
 
     def __init__(self, data_dir: str | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, http: bool = False) -> None:
+                 env: dict[str, str] | None = None, http: bool = False,
+                 mqtt: bool = False) -> None:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="robustmq-test-")
         self.extra_args = list(extra_args or [])
         self.env = env or {}
         self.nats_port = free_port()
         self.http_port = free_port() if http else 0
+        self.mqtt_port = free_port() if mqtt else 0
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(self.data_dir).parent / (Path(self.data_dir).name + ".log")
 
@@ -55,7 +57,7 @@ class RobustMQ:
             sys.executable, "-m", "robustmq", "serve",
             "--host", "127.0.0.1",
             "--nats-port", str(self.nats_port),
-            "--mqtt-port", "0", "--kafka-port", "0",
+            "--mqtt-port", str(self.mqtt_port), "--kafka-port", "0",
             "--http-port", str(self.http_port),
             "--data-dir", self.data_dir,
             *self.extra_args,
@@ -66,6 +68,8 @@ class RobustMQ:
         wait_port(self.nats_port, self.proc)
         if self.http_port:
             wait_port(self.http_port, self.proc)
+        if self.mqtt_port:
+            wait_port(self.mqtt_port, self.proc)
         return self
 
     def stop(self) -> None:

@@ -1,104 +1,75 @@
 """SPEC §4 "Cross-protocol": an MQTT client publishing to `$mq9/AI/MAILBOX/MSG/<mail_id>[/urgent|/critical]`
 sends into the mailbox exactly as a NATS publisher would.
 
-The MQTT side is a minimal hand-written MQTT 3.1.1 client (CONNECT, PUBLISH QoS 0/1, PUBACK) so this
-test needs no extra library."""
+The MQTT side is paho-mqtt 2.x (3.1.1 and 5.0), every wait bounded."""
 
 from __future__ import annotations
 
 import asyncio
-import struct
+import queue
 
+import paho.mqtt.client as mqtt
 import pytest
-from procs import RobustMQ, free_port, wait_port
+from paho.mqtt.enums import CallbackAPIVersion
+from procs import RobustMQ
 
-from .helpers import collect, connect, create, list_mailbox, msg_id, msg_subject, priority, send
+from .helpers import (
+    collect,
+    connect,
+    create,
+    create_public,
+    list_mailbox,
+    msg_id,
+    msg_subject,
+    priority,
+    send,
+)
 
-# SPEC §4 cross-protocol sends need the MQTT front-end (SPEC §5), which is a later issue.
-pytestmark = pytest.mark.skip(reason="MQTT front-end not built yet: enable with the MQTT issue")
+VERSIONS = [pytest.param(mqtt.MQTTv311, id="v3.1.1"), pytest.param(mqtt.MQTTv5, id="v5")]
 
 
 @pytest.fixture(scope="module")
 def mqtt_server():
-    port = free_port()
-    s = RobustMQ(extra_args=["--mqtt-port", str(port)])
-    s.mqtt_port = port
-    s.start()
-    try:
-        wait_port(port, s.proc, timeout=5)
-    except BaseException:
-        s.cleanup()
-        raise
+    s = RobustMQ(mqtt=True).start()
     yield s
     s.cleanup()
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
 class MqttClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.pid = 0
+    """A paho client on its network thread; connect and QoS 1 publishes wait (bounded) for their acks."""
+
+    def __init__(self, port: int, client_id: str, version: int) -> None:
+        kw = {"clean_session": True} if version == mqtt.MQTTv311 else {}
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kw)
+        self.c.reconnect_delay_set(60, 60)
+        connacks: queue.Queue[object] = queue.Queue()
+        self.c.on_connect = lambda c, u, flags, rc, props: connacks.put(rc)
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+        rc = connacks.get(timeout=5)
+        assert not rc.is_failure, rc  # type: ignore[attr-defined]
 
     @classmethod
-    async def connect(cls, port: int, client_id: str) -> MqttClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-        c = cls(reader, writer)
-        body = _str("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 30) + _str(client_id)
-        writer.write(b"\x10" + _varint(len(body)) + body)
-        await writer.drain()
-        ptype, data = await c.read_packet()
-        assert ptype == 0x20 and data == b"\x00\x00", (ptype, data)  # CONNACK, accepted
-        return c
-
-    async def read_packet(self, timeout: float = 5.0) -> tuple[int, bytes]:
-        first = (await asyncio.wait_for(self.reader.readexactly(1), timeout))[0]
-        mult, n = 1, 0
-        while True:
-            b = (await asyncio.wait_for(self.reader.readexactly(1), timeout))[0]
-            n += (b & 0x7F) * mult
-            mult *= 128
-            if not b & 0x80:
-                break
-        data = await asyncio.wait_for(self.reader.readexactly(n), timeout) if n else b""
-        return first & 0xF0, data
+    async def connect(cls, port: int, client_id: str, version: int = mqtt.MQTTv311) -> MqttClient:
+        return await asyncio.to_thread(cls, port, client_id, version)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        if qos == 0:
-            body = _str(topic) + payload
-            self.writer.write(b"\x30" + _varint(len(body)) + body)
-            await self.writer.drain()
-            return
-        self.pid += 1
-        body = _str(topic) + struct.pack("!H", self.pid) + payload
-        self.writer.write(b"\x32" + _varint(len(body)) + body)
-        await self.writer.drain()
-        ptype, data = await self.read_packet()
-        assert ptype == 0x40 and struct.unpack("!H", data[:2])[0] == self.pid, (ptype, data)
+        info = self.c.publish(topic, payload, qos)
+        if qos:
+            await asyncio.to_thread(info.wait_for_publish, 5)
+            assert info.is_published(), f"no PUBACK for {topic}"
 
     async def close(self) -> None:
-        self.writer.write(b"\xe0\x00")  # DISCONNECT
-        await self.writer.drain()
-        self.writer.close()
+        self.c.disconnect()
+        await asyncio.to_thread(self.c.loop_stop)
 
 
-async def test_mqtt_publish_lands_in_mailbox_with_priority(mqtt_server) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_mqtt_publish_lands_in_mailbox_with_priority(mqtt_server, version: int) -> None:
     nc = await connect(mqtt_server.nats_url)
     mid = await create(nc, ttl=60)
     nats_id = await send(nc, mid, b"from nats")
-    mq = await MqttClient.connect(mqtt_server.mqtt_port, "edge-device-1")
+    mq = await MqttClient.connect(mqtt_server.mqtt_port, f"edge-device-1-{version}", version)
     await mq.publish(f"$mq9/AI/MAILBOX/MSG/{mid}", b"mqtt normal", qos=1)
     await mq.publish(f"$mq9/AI/MAILBOX/MSG/{mid}/urgent", b"mqtt urgent", qos=1)
     await mq.publish(f"$mq9/AI/MAILBOX/MSG/{mid}/critical", bytes(range(256)), qos=1)
@@ -119,13 +90,60 @@ async def test_mqtt_publish_lands_in_mailbox_with_priority(mqtt_server) -> None:
     await nc.close()
 
 
-async def test_mqtt_publish_reaches_live_nats_subscriber(mqtt_server) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_mqtt_publish_reaches_live_nats_subscriber(mqtt_server, version: int) -> None:
     nc = await connect(mqtt_server.nats_url)
     mid = await create(nc, ttl=60)
     sub = await nc.subscribe(msg_subject(mid, "*"))
-    mq = await MqttClient.connect(mqtt_server.mqtt_port, "edge-device-2")
+    mq = await MqttClient.connect(mqtt_server.mqtt_port, f"edge-device-2-{version}", version)
     await mq.publish(f"$mq9/AI/MAILBOX/MSG/{mid}/urgent", b"live from mqtt", qos=1)
     m = await sub.next_msg(timeout=3)
     assert m.data == b"live from mqtt" and m.headers["mq9-priority"] == "urgent"
+    await mq.close()
+    await nc.close()
+
+
+async def test_mqtt_publish_to_dotted_public_mailbox(mqtt_server) -> None:
+    """A public name's dots may be written as dots or as levels: both reach `task.queue`-style names
+    (under `$mq9/` a `.` is not escaped to `//` as elsewhere)."""
+    nc = await connect(mqtt_server.nats_url)
+    name = f"cross.q{id(nc) % 100000}"
+    await create_public(nc, name, ttl=60)
+    mq = await MqttClient.connect(mqtt_server.mqtt_port, "edge-device-3", mqtt.MQTTv5)
+    await mq.publish(f"$mq9/AI/MAILBOX/MSG/{name}", b"dots")
+    await mq.publish(f"$mq9/AI/MAILBOX/MSG/{name.replace('.', '/')}/urgent", b"levels")
+    await mq.close()
+    got = await collect(nc, msg_subject(name, "*"), n=2)
+    assert [(priority(m), m.data) for m in got] == [("urgent", b"levels"), ("normal", b"dots")]
+    await nc.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_mqtt_send_to_missing_mailbox_is_acked_and_dropped(mqtt_server, version: int) -> None:
+    """Like a NATS fire-and-forget send (SPEC §4): dropped and counted, the connection stays."""
+    mq = await MqttClient.connect(mqtt_server.mqtt_port, f"edge-device-4-{version}", version)
+    await mq.publish("$mq9/AI/MAILBOX/MSG/mail-doesnotexist0000", b"lost")
+    await mq.publish("$mq9/AI/MAILBOX/MSG/mail-doesnotexist0000", b"lost again")
+    await mq.close()
+
+
+async def test_mqtt_v5_subscriber_gets_mailbox_replay_with_msg_ids(mqtt_server) -> None:
+    """The other direction: an MQTT subscription to `$mq9/AI/MAILBOX/MSG/<id>/+` is an mq9 subscribe
+    (replay in priority order, then live); v5 gets `mq9-msg-id` and `mq9-priority` as user properties."""
+    nc = await connect(mqtt_server.nats_url)
+    mid = await create(nc, ttl=60)
+    await send(nc, mid, b"normal one")
+    await send(nc, mid, b"critical one", "critical")
+    got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    mq = await MqttClient.connect(mqtt_server.mqtt_port, "edge-device-5", mqtt.MQTTv5)
+    mq.c.on_message = lambda c, u, m: got.put(m)
+    mq.c.subscribe(f"$mq9/AI/MAILBOX/MSG/{mid}/+", 1)
+    first = await asyncio.to_thread(got.get, True, 5)
+    second = await asyncio.to_thread(got.get, True, 5)
+    assert (first.topic, first.payload) == (f"$mq9/AI/MAILBOX/MSG/{mid}/critical", b"critical one")
+    # normal messages keep their send subject (no suffix), exactly as NATS subscribers see them
+    assert (second.topic, second.payload) == (f"$mq9/AI/MAILBOX/MSG/{mid}", b"normal one")
+    props = dict(first.properties.UserProperty)
+    assert props["mq9-priority"] == "critical" and props["mq9-msg-id"].isdigit()
     await mq.close()
     await nc.close()

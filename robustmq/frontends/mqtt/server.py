@@ -1,0 +1,120 @@
+"""The MQTT listener: accepts connections, keeps the client-id registry (takeover), runs the
+keepalive and retry timer, owns the retained messages."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import time
+from collections.abc import Collection
+
+from robustmq.config import Config
+from robustmq.frontends.mqtt.retained import RetainedStore
+from robustmq.frontends.mqtt.session import MqttSession
+from robustmq.routing.router import Router
+
+log = logging.getLogger("robustmq.mqtt")
+
+TICK_S = 0.25  # how often keepalive deadlines and retries are checked
+
+
+class MqttServer:
+    protocol = "mqtt"  # its name in the front-end registry (monitoring's `protocol` label)
+
+    def __init__(self, cfg: Config, router: Router) -> None:
+        self.cfg = cfg
+        self.router = router
+        self.conns: dict[int, MqttSession] = {}
+        self.clients: dict[str, MqttSession] = {}  # client id -> its connected session
+        self.retained = RetainedStore(router.log)
+        self._cids = itertools.count(1)
+        self.auth_required = bool(cfg.user or cfg.token)
+        self.slow_consumers = 0
+        self.total_connections = 0
+        self.closed_msgs_in = self.closed_msgs_out = self.closed_bytes_in = self.closed_bytes_out = 0
+        self.port = cfg.mqtt_port
+        self._server: asyncio.base_events.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        # the MQTT publish being routed now: deliveries it causes read its QoS and retain flag here
+        # (the neutral contract carries neither), and no-local subscriptions skip its publisher
+        self.publishing: MqttSession | None = None
+        self.publish_qos = 0
+        self.publish_retain = False
+
+    async def start(self, host: str, port: int) -> None:
+        self.retained.load()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: MqttSession(self), host, port, backlog=1024,
+                                                reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick_loop())
+
+    # ------------------------------------------------------------------ registry
+    def register(self, conn: MqttSession) -> int:
+        cid = next(self._cids)
+        self.conns[cid] = conn
+        self.total_connections += 1
+        return cid
+
+    def unregister(self, conn: MqttSession) -> None:
+        if self.conns.pop(conn.cid, None) is conn:
+            self.closed_msgs_in += conn.msgs_in
+            self.closed_msgs_out += conn.msgs_out
+            self.closed_bytes_in += conn.bytes_in
+            self.closed_bytes_out += conn.bytes_out
+        if conn.name and self.clients.get(conn.name) is conn:
+            del self.clients[conn.name]
+
+    def claim(self, client_id: str, conn: MqttSession) -> None:
+        """`conn` is now `client_id`; a connection that had the id is closed (spec 3.1.4 takeover)."""
+        old = self.clients.get(client_id)
+        self.clients[client_id] = conn
+        if old is not None and old is not conn:
+            old.taken_over()
+
+    def check_auth(self, username: str | None, password: bytes | None) -> bool:
+        cfg = self.cfg
+        pw = password or b""
+        if cfg.token:  # a token server takes the token as the MQTT password
+            return hmac.compare_digest(pw, cfg.token.encode())
+        return hmac.compare_digest((username or "").encode(), cfg.user.encode()) and hmac.compare_digest(
+            pw, cfg.password.encode())
+
+    # ------------------------------------------------------------------ monitoring
+    def totals(self) -> tuple[int, int, int, int]:
+        """(msgs_in, msgs_out, bytes_in, bytes_out) over every connection since start."""
+        mi, mo = self.closed_msgs_in, self.closed_msgs_out
+        bi, bo = self.closed_bytes_in, self.closed_bytes_out
+        for c in self.conns.values():
+            mi += c.msgs_in
+            mo += c.msgs_out
+            bi += c.bytes_in
+            bo += c.bytes_out
+        return mi, mo, bi, bo
+
+    def connections(self) -> Collection[MqttSession]:
+        return self.conns.values()
+
+    def is_serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    # ------------------------------------------------------------------ timers
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            for conn in list(self.conns.values()):
+                try:
+                    conn.tick(now)
+                except Exception:  # one broken connection must not stop the timer for all
+                    log.exception("mqtt tick failed for cid=%d", conn.cid)
+
+    async def close(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+        if self._server:
+            self._server.close()
+        for conn in list(self.conns.values()):
+            conn.shutdown()

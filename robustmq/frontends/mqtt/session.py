@@ -1,0 +1,571 @@
+"""One MQTT client connection on asyncio: bytes -> MqttParser events -> router; router -> PUBLISH.
+
+To the router a session is a `routing.contract.Connection` and each (filter, subject) pair of its
+subscriptions a `routing.contract.Subscription`. The session is the same for 3.1.1 and 5.0: it
+writes one event and the writer drops what a 3.1.1 packet cannot carry.
+
+Acknowledgements promise durability: PUBACK (QoS 1) and PUBREC (QoS 2) are written only once the log
+batch holding the message (and its retained copy) is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from robustmq.frontends.mqtt import reasons
+from robustmq.frontends.mqtt.codec import (
+    DEFAULT_MAX_PACKET_SIZE,
+    MAX_PACKET_SIZE_LIMIT,
+    MqttParser,
+    serialize,
+)
+from robustmq.frontends.mqtt.mapping import delivery_topic, filter_subjects, publish_subject
+from robustmq.frontends.mqtt.packets import (
+    MQTT_5,
+    MQTT_311,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    ProtocolError,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from robustmq.frontends.mqtt.packets import Subscription as SubRequest
+from robustmq.frontends.mqtt.properties import NO_PROPERTIES, Properties
+from robustmq.frontends.mqtt.subscriptions import MqttSubscription, Outgoing
+from robustmq.frontends.mqtt.topics import SHARE_PREFIX, split_shared, valid_topic_filter
+from robustmq.frontends.mqtt.writer import encode_publish
+from robustmq.routing.contract import Headers, Receipt, Refusal, RefusalKind
+from robustmq.routing.subjects import subject_matches
+
+if TYPE_CHECKING:
+    from robustmq.frontends.mqtt.server import MqttServer
+
+log = logging.getLogger("robustmq.mqtt")
+
+MAX_INFLIGHT = 1024  # unacknowledged QoS 1/2 messages towards one client (less if its Receive Maximum is)
+INBOUND_RECEIVE_MAXIMUM = 1024  # QoS 1/2 publishes a v5 client may have unacknowledged towards us
+TOPIC_ALIAS_MAXIMUM = 64  # inbound topic aliases a v5 client may use
+RETRY_S = 20.0  # a 3.1.1 QoS 1/2 message unacknowledged this long is sent again with DUP
+KEEPALIVE_GRACE = 1.5  # spec 3.1.2.10: no packet for 1.5 x keepalive closes the connection
+CONNECT_TIMEOUT_S = 10.0  # an accepted socket that sends no CONNECT in this time is closed
+# a message that did not come from MQTT (NATS, mq9) has no QoS of its own: it is in the log, so it is
+# delivered at least once to a subscriber that asked for QoS 1 or 2
+FOREIGN_QOS = 1
+ASSIGNED_ID_PREFIX = "auto-"
+
+
+class MqttSession(asyncio.Protocol):
+    """One MQTT client connection; to the router, a `routing.contract.Connection`."""
+
+    protocol = "mqtt"
+    no_echo = False  # v5 no-local is per subscription: see deliver()
+
+    def __init__(self, server: MqttServer) -> None:
+        self.server = server
+        self.router = server.router
+        cfg = server.cfg
+        self.parser = MqttParser(max_packet_size=min(MAX_PACKET_SIZE_LIMIT,
+                                                     max(DEFAULT_MAX_PACKET_SIZE, cfg.max_payload + 0x20000)))
+        self.max_pending = cfg.max_pending
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop  # set in connection_made
+        self.cid = 0
+        self.name = ""  # the client id
+        self.lang = ""
+        self.version = ""  # "3.1.1" or "5.0", for /connz
+        self.proto = MQTT_311
+        self.connected = False
+        self.closed = False
+        self.keepalive = 0
+        self.will: Will | None = None
+        self.subs: dict[str, MqttSubscription] = {}  # sid -> subscription (monitoring reads this)
+        self._filters: dict[str, list[MqttSubscription]] = {}  # filter as written -> its subscriptions
+        self._aliases: dict[int, str] = {}
+        self._qos2_in: set[int] = set()  # QoS 2 packet ids received and not yet released
+        self._inflight: dict[int, Outgoing] = {}
+        self._queue: deque[Outgoing] = deque()  # waiting for room in the inflight window
+        self._queued_bytes = 0
+        self._window = MAX_INFLIGHT
+        self._max_out_packet = MAX_PACKET_SIZE_LIMIT
+        self._next_pid = 1
+        self._refused: Refusal | None = None  # set by refuse() while our own publish is routed
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._shutting_down = False
+        self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
+        self.peer: tuple[Any, ...] = ("", 0)
+        self.start_time = 0.0
+        self._accepted = self.last_rx = time.monotonic()
+
+    # ------------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        self.peer = transport.get_extra_info("peername") or ("", 0)
+        self.start_time = time.time()
+        self.cid = self.server.register(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for sub in list(self.subs.values()):
+            self.router.unsubscribe(sub)
+        self.subs.clear()
+        self._filters.clear()
+        self._out.clear()
+        self._queue.clear()
+        self._inflight.clear()
+        will, self.will = self.will, None
+        if will is not None and self.connected and not self._shutting_down:
+            self._publish_will(will)
+        self.server.unregister(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.bytes_in += len(data)
+        self.last_rx = time.monotonic()
+        for ev in self.parser.feed(data):
+            if self.closed:
+                return
+            if isinstance(ev, Publish):
+                self._on_publish(ev)
+            elif isinstance(ev, PubAck):
+                self._on_ack(ev.packet_id, 1)
+            elif isinstance(ev, PubRec):
+                self._on_pubrec(ev)
+            elif isinstance(ev, PubRel):
+                self._on_pubrel(ev.packet_id)
+            elif isinstance(ev, PubComp):
+                self._on_ack(ev.packet_id, 2)
+            elif isinstance(ev, PingReq):
+                self.write(b"\xd0\x00")
+            elif isinstance(ev, Subscribe):
+                self._on_subscribe(ev)
+            elif isinstance(ev, Unsubscribe):
+                self._on_unsubscribe(ev)
+            elif isinstance(ev, Connect):
+                self._on_connect(ev)
+            elif isinstance(ev, Disconnect):
+                if ev.reason_code != reasons.DISCONNECT_WITH_WILL:
+                    self.will = None  # a normal disconnect discards the will (spec 3.14.4)
+                self._close(None)
+            elif isinstance(ev, ProtocolError):
+                self._protocol_error(ev.reason_code, ev.text)
+            elif isinstance(ev, Auth):  # enhanced authentication is not offered in CONNACK
+                self._protocol_error(reasons.PROTOCOL_ERROR, "AUTH without an authentication method")
+            elif isinstance(ev, PingResp):  # pragma: no cover - the server parser never yields it
+                pass
+
+    # ------------------------------------------------------------------ connect
+    def _on_connect(self, ev: Connect) -> None:
+        self.proto = ev.version
+        self.version = "5.0" if ev.version == MQTT_5 else "3.1.1"
+        v5 = ev.version == MQTT_5
+        srv = self.server
+        if ev.properties.authentication_method is not None:
+            self._refuse_connect(reasons.BAD_AUTHENTICATION_METHOD)
+            return
+        if srv.auth_required and not srv.check_auth(ev.username, ev.password):
+            anonymous = ev.username is None and ev.password is None
+            self._refuse_connect(reasons.NOT_AUTHORIZED if anonymous else reasons.BAD_USER_NAME_OR_PASSWORD)
+            return
+        client_id = ev.client_id
+        assigned: str | None = None
+        if not client_id:
+            if not v5 and not ev.clean_start:  # spec 3.1.3.1: 3.1.1 needs an id to keep a session by
+                self._refuse_connect(reasons.CLIENT_IDENTIFIER_NOT_VALID)
+                return
+            client_id = assigned = ASSIGNED_ID_PREFIX + secrets.token_hex(10)
+        self.name = client_id
+        self.keepalive = ev.keepalive
+        self.will = ev.will
+        self.connected = True
+        props = NO_PROPERTIES
+        if v5:
+            p = ev.properties
+            if p.receive_maximum:
+                self._window = min(p.receive_maximum, MAX_INFLIGHT)
+            if p.maximum_packet_size:
+                self._max_out_packet = p.maximum_packet_size
+            props = Properties(assigned_client_identifier=assigned, receive_maximum=INBOUND_RECEIVE_MAXIMUM,
+                               topic_alias_maximum=TOPIC_ALIAS_MAXIMUM,
+                               maximum_packet_size=self.parser.max_packet_size)
+        srv.claim(client_id, self)
+        self.send(ConnAck(False, reasons.SUCCESS, props))
+
+    def _refuse_connect(self, code: int) -> None:
+        self.send(ConnAck(False, code))
+        self.will = None
+        self._close(None)
+
+    # ------------------------------------------------------------------ inbound publish
+    def _on_publish(self, ev: Publish) -> None:
+        self.msgs_in += 1
+        topic, props, qos, pid = ev.topic, ev.properties, ev.qos, ev.packet_id
+        if props.topic_alias is not None:
+            alias = props.topic_alias
+            if not 0 < alias <= TOPIC_ALIAS_MAXIMUM:
+                self._protocol_error(reasons.TOPIC_ALIAS_INVALID, f"topic alias {alias}")
+                return
+            if topic:
+                self._aliases[alias] = topic
+            else:
+                topic = self._aliases.get(alias, "")
+                if not topic:
+                    self._protocol_error(reasons.PROTOCOL_ERROR, f"unknown topic alias {alias}")
+                    return
+        if qos == 2 and pid in self._qos2_in:
+            # the client sent it again before our PUBREC reached it: acknowledge, do not route twice
+            self._ack_when_durable(None, PubRec(pid))
+            return
+        if qos and len(self._qos2_in) >= INBOUND_RECEIVE_MAXIMUM and self.proto == MQTT_5:
+            self._protocol_error(reasons.RECEIVE_MAXIMUM_EXCEEDED, "too many unacknowledged QoS 2 publishes")
+            return
+        subject = publish_subject(topic)
+        code = reasons.SUCCESS
+        receipt: Receipt | None = None
+        if subject is None:
+            code = reasons.TOPIC_NAME_INVALID  # 3.1.1 cannot say it: acknowledged and dropped
+        else:
+            headers: Headers | None = None
+            if props.user_properties:
+                headers = [(k.encode(), v.encode()) for k, v in props.user_properties]
+            reply = publish_subject(props.response_topic) if props.response_topic else None
+            self._refused = None
+            receipt = self._route(topic, subject, ev.payload, qos, ev.retain, headers, reply)
+            if self._refused is not None:
+                code = reasons.NOT_AUTHORIZED if self._refused.kind is RefusalKind.PERMISSION_PUBLISH \
+                    else reasons.TOPIC_NAME_INVALID
+                self._refused = None
+        if qos == 1:
+            self._ack_when_durable(receipt, PubAck(pid, code))
+        elif qos == 2:
+            if code < 0x80:
+                self._qos2_in.add(pid)
+            self._ack_when_durable(receipt, PubRec(pid, code))
+
+    def _route(self, topic: str, subject: str, payload: bytes, qos: int, retain: bool,
+               headers: Headers | None, reply: str | None) -> Receipt:
+        srv = self.server
+        if retain:
+            srv.retained.set(topic, payload, qos, headers)
+        saved = srv.publishing, srv.publish_qos, srv.publish_retain
+        srv.publishing, srv.publish_qos, srv.publish_retain = self, qos, retain
+        try:
+            return self.router.publish(subject, reply, headers, payload, self)
+        finally:
+            srv.publishing, srv.publish_qos, srv.publish_retain = saved
+
+    def _ack_when_durable(self, receipt: Receipt | None, ack: Packet) -> None:
+        """Write `ack` once everything this publish wrote (message, retained copy) is durable."""
+        def send() -> None:
+            self.send(ack)
+
+        if receipt is not None and receipt.stream is not None:
+            receipt.on_durable(send)
+        else:  # an owner (mq9) or the retained store appended it, or nothing did: the current batch
+            self.router.on_durable(self.router.write_seq, send)
+
+    def _on_pubrel(self, pid: int) -> None:
+        known = pid in self._qos2_in
+        self._qos2_in.discard(pid)
+        self.send(PubComp(pid, reasons.SUCCESS if known else reasons.PACKET_IDENTIFIER_NOT_FOUND))
+
+    def _publish_will(self, will: Will) -> None:
+        subject = publish_subject(will.topic)
+        if subject is None:
+            return
+        headers: Headers | None = None
+        if will.properties.user_properties:
+            headers = [(k.encode(), v.encode()) for k, v in will.properties.user_properties]
+        try:
+            self._route(will.topic, subject, will.payload, will.qos, will.retain, headers, None)
+        except Exception:  # a will must not break the close of its connection
+            log.exception("publishing the will of %s failed", self.name)
+
+    # ------------------------------------------------------------------ subscriptions
+    def _on_subscribe(self, ev: Subscribe) -> None:
+        sub_id = ev.properties.subscription_ids[0] if ev.properties.subscription_ids else None
+        codes: list[int] = []
+        retained: list[tuple[MqttSubscription, str, bytes, int, Headers | None]] = []
+        for req in ev.subscriptions:
+            codes.append(self._add_subscription(req, sub_id, retained))
+        self.send(SubAck(ev.packet_id, tuple(codes)))
+        for sub, topic, payload, qos, headers in retained:
+            if not self.closed:
+                self._send_publish(topic, payload, min(qos, sub.qos), True, self._props(headers, None, sub))
+
+    def _add_subscription(self, req: SubRequest, sub_id: int | None,
+                          retained: list[tuple[MqttSubscription, str, bytes, int, Headers | None]]) -> int:
+        f = req.filter
+        group: str | None = None
+        inner = f
+        if f.startswith(SHARE_PREFIX):
+            shared = split_shared(f)
+            if shared is None:
+                return reasons.TOPIC_FILTER_INVALID
+            group, inner = shared
+        elif not valid_topic_filter(f):
+            return reasons.TOPIC_FILTER_INVALID
+        subjects = filter_subjects(inner)
+        if subjects is None:
+            return reasons.TOPIC_FILTER_INVALID
+        existed = f in self._filters
+        if existed:
+            self._drop_filter(f)
+        subs: list[MqttSubscription] = []
+        for subject in subjects:
+            sub = MqttSubscription(self, subject, group, f, inner, req, sub_id)
+            self.subs[sub.sid] = sub
+            refusal = self.router.subscribe(sub)
+            if refusal is not None:
+                del self.subs[sub.sid]
+                for s in subs:
+                    self.router.unsubscribe(s)
+                    self.subs.pop(s.sid, None)
+                return reasons.NOT_AUTHORIZED if refusal.kind is RefusalKind.PERMISSION_SUBSCRIBE \
+                    else reasons.TOPIC_FILTER_INVALID
+            subs.append(sub)
+        self._filters[f] = subs
+        # shared subscriptions get no retained messages (spec 4.8.2)
+        if group is None and (req.retain_handling == 0 or (req.retain_handling == 1 and not existed)):
+            for topic, msg in self.server.retained.matching(inner):
+                retained.append((subs[0], topic, msg.payload, msg.qos, msg.headers))
+        return subs[0].qos
+
+    def _drop_filter(self, f: str) -> bool:
+        subs = self._filters.pop(f, None)
+        if not subs:
+            return False
+        for sub in subs:
+            self.subs.pop(sub.sid, None)
+            self.router.unsubscribe(sub)
+        return True
+
+    def _on_unsubscribe(self, ev: Unsubscribe) -> None:
+        codes = tuple(reasons.SUCCESS if self._drop_filter(f) else reasons.NO_SUBSCRIPTION_EXISTED
+                      for f in ev.filters)
+        self.send(UnsubAck(ev.packet_id, codes))
+
+    # ------------------------------------------------------------------ outbound (router -> client)
+    def deliver(self, sub: MqttSubscription, subject: str, reply: str | None, headers: Headers | None,
+                payload: bytes) -> None:
+        if self.closed or (sub.skip_dollar and subject[:1] == "$"):
+            return
+        srv = self.server
+        origin = srv.publishing
+        if origin is not None:
+            if sub.no_local and origin is self:
+                return
+            qos = min(sub.qos, srv.publish_qos)
+            retain = srv.publish_retain and sub.rap  # spec 3.3.1.3: live messages go without it
+        else:
+            qos = min(sub.qos, FOREIGN_QOS)
+            retain = False
+        if sub._subject is not subject:
+            sub._subject = subject
+            sub._topic = delivery_topic(subject)
+        sub.delivered += 1
+        props = self._props(headers, reply, sub) if self.proto == MQTT_5 else NO_PROPERTIES
+        self._send_publish(sub._topic, payload, qos, retain, props)
+
+    def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
+        for p in payloads:
+            self.deliver(sub, subject, None, None, p)
+
+    def reply(self, subject: str, payload: bytes) -> bool:
+        """A broker reply (mq9) to a v5 request's response topic: only to this connection's own
+        subscription that takes it, never through the subject match."""
+        if self.closed:
+            return False
+        for sub in self.subs.values():
+            if sub.queue is None and subject_matches(sub.subject, subject):
+                self.deliver(sub, subject, None, None, payload)
+                return True
+        return False
+
+    def reply_many(self, subjects: list[str], payloads: list[bytes]) -> None:
+        for s, p in zip(subjects, payloads):
+            self.reply(s, p)
+
+    def refuse(self, refusal: Refusal) -> None:
+        """Said in the PUBACK/PUBREC of the publish being handled; otherwise MQTT has no way to say it."""
+        if self.server.publishing is self:
+            self._refused = refusal
+        else:
+            log.debug("mqtt cid=%d: %r", self.cid, refusal)
+
+    def outbound_size(self) -> int:
+        t = self.transport
+        return self._out_size + self._queued_bytes + (t.get_write_buffer_size() if t is not None else 0)
+
+    def _props(self, headers: Headers | None, reply: str | None, sub: MqttSubscription) -> Properties:
+        if self.proto != MQTT_5 or (headers is None and reply is None and sub.sub_id is None):
+            return NO_PROPERTIES
+        user = tuple((k.decode(errors="replace"), v.decode(errors="replace"))
+                     for k, v in headers) if headers else ()
+        return Properties(response_topic=delivery_topic(reply) if reply else None,
+                          subscription_ids=(sub.sub_id,) if sub.sub_id is not None else (),
+                          user_properties=user)
+
+    def _send_publish(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> None:
+        if qos == 0:
+            self._write_publish(topic, payload, 0, retain, False, 0, props)
+            return
+        out = Outgoing(topic, payload, qos, retain, props)
+        if len(self._inflight) >= self._window:
+            self._queue.append(out)
+            self._queued_bytes += len(payload) + len(topic)
+            if self._queued_bytes > self.max_pending:
+                self.slow_consumer()
+            return
+        self._send_inflight(out, False)
+
+    def _send_inflight(self, out: Outgoing, dup: bool) -> None:
+        pid = self._next_pid
+        while pid in self._inflight:
+            pid = pid % 0xFFFF + 1
+        self._next_pid = pid % 0xFFFF + 1
+        self._inflight[pid] = out
+        out.sent_at = time.monotonic()
+        self._write_publish(out.topic, out.payload, out.qos, out.retain, dup, pid, out.props)
+
+    def _write_publish(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, pid: int,
+                       props: Properties) -> None:
+        frame = encode_publish(topic, payload, qos, retain, dup, pid, props, self.proto)
+        if len(frame) > self._max_out_packet:  # spec 3.1.2.25: too large for the client: discarded
+            self._inflight.pop(pid, None)
+            return
+        self.msgs_out += 1
+        self.write(frame)
+
+    def _on_ack(self, pid: int, qos: int) -> None:
+        out = self._inflight.get(pid)
+        if out is not None and out.qos == qos:
+            del self._inflight[pid]
+            self._drain_queue()
+
+    def _on_pubrec(self, ev: PubRec) -> None:
+        out = self._inflight.get(ev.packet_id)
+        if out is None or out.qos != 2:
+            self.send(PubRel(ev.packet_id, reasons.PACKET_IDENTIFIER_NOT_FOUND))
+            return
+        if ev.reason_code >= 0x80:  # the client refused it: the exchange ends here
+            del self._inflight[ev.packet_id]
+            self._drain_queue()
+            return
+        out.released = True
+        self.send(PubRel(ev.packet_id))
+
+    def _drain_queue(self) -> None:
+        while self._queue and len(self._inflight) < self._window:
+            out = self._queue.popleft()
+            self._queued_bytes -= len(out.payload) + len(out.topic)
+            self._send_inflight(out, False)
+
+    # ------------------------------------------------------------------ timers
+    def tick(self, now: float) -> None:
+        if self.closed:
+            return
+        if not self.connected:
+            if now - self._accepted > CONNECT_TIMEOUT_S:
+                self._close(None)
+            return
+        if self.keepalive and now - self.last_rx > self.keepalive * KEEPALIVE_GRACE:
+            self._close(reasons.KEEP_ALIVE_TIMEOUT)
+            return
+        # 3.1.1 allows resending within a connection; v5 only on reconnect (spec 4.4)
+        if self.proto == MQTT_311 and self._inflight:
+            for pid, out in list(self._inflight.items()):
+                if now - out.sent_at > RETRY_S:
+                    out.sent_at = now
+                    if out.released:
+                        self.send(PubRel(pid))
+                    else:
+                        self._write_publish(out.topic, out.payload, out.qos, out.retain, True, pid, out.props)
+
+    # ------------------------------------------------------------------ writing and closing
+    def send(self, ev: Packet) -> None:
+        self.write(serialize(ev, self.proto))
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        t = self.transport
+        if self.closed or not self._out or t is None:
+            return
+        out, self._out = self._out, []
+        self.bytes_out += self._out_size
+        self._out_size = 0
+        t.writelines(out) if len(out) > 1 else t.write(out[0])
+        if t.get_write_buffer_size() > self.max_pending:
+            self.slow_consumer()
+
+    def slow_consumer(self) -> None:
+        if self.closed:
+            return
+        self.server.slow_consumers += 1
+        log.warning("mqtt slow consumer cid=%d %s: closing", self.cid, self.peer)
+        self._out.clear()
+        self._out_size = 0
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # drop the backlog: memory must not grow without bound
+
+    def _protocol_error(self, code: int, text: str) -> None:
+        log.debug("mqtt cid=%d protocol error 0x%02x: %s", self.cid, code, text)
+        if not self.connected:
+            if code == reasons.UNSUPPORTED_PROTOCOL_VERSION:
+                self.write(serialize(ConnAck(False, code), MQTT_311))  # return code 1, in 3.1.1's form
+            elif self.parser.version == MQTT_5:
+                self.write(serialize(ConnAck(False, code), MQTT_5))
+            self._close(None)
+        else:
+            self._close(code)
+
+    def _close(self, reason: int | None) -> None:
+        """Close after what is queued; on a v5 connection say why first (a DISCONNECT `reason`)."""
+        if self.closed:
+            return
+        if reason is not None and self.connected and self.proto == MQTT_5:
+            self.send(Disconnect(reason))
+        self._flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def taken_over(self) -> None:
+        """Another connection CONNECTed with this client id (spec 3.1.4): this one goes."""
+        self._close(reasons.SESSION_TAKEN_OVER)
+
+    def shutdown(self) -> None:
+        self._shutting_down = True  # the log closes right after: wills are not published now
+        self._close(reasons.SERVER_SHUTTING_DOWN)
+

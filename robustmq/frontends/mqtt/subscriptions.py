@@ -1,0 +1,52 @@
+"""What one MQTT connection holds towards the router and the client: its subscriptions (each a
+`routing.contract.Subscription`) and its unacknowledged QoS 1/2 PUBLISHes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from robustmq.frontends.mqtt.packets import Subscription as SubRequest
+from robustmq.frontends.mqtt.properties import Properties
+
+if TYPE_CHECKING:
+    from robustmq.frontends.mqtt.session import MqttSession
+
+
+class MqttSubscription:
+    """One subject filter of one MQTT subscription (`a/#` is two: `a.>` and `a`)."""
+
+    __slots__ = ("_subject", "_topic", "conn", "delivered", "filter", "max_msgs", "no_local", "qos", "queue",
+                 "rap", "sid", "skip_dollar", "sub_id", "subject")
+
+    def __init__(self, conn: MqttSession, subject: str, queue: str | None, filter_: str, inner: str,
+                 req: SubRequest, sub_id: int | None) -> None:
+        self.conn = conn
+        self.subject = subject
+        self.queue = queue
+        self.filter = filter_  # as the client wrote it (with `$share/<group>/`)
+        self.sid = f"{filter_} {subject}"
+        self.qos = min(req.qos, 2)
+        self.no_local = req.no_local
+        self.rap = req.retain_as_published
+        self.sub_id = sub_id
+        # spec 4.7.2: a filter starting with a wildcard does not match topics starting with `$`
+        self.skip_dollar = inner[:1] in ("+", "#")
+        self.delivered = 0
+        self.max_msgs = 0
+        self._subject = ""
+        self._topic = ""
+
+
+class Outgoing:
+    """A QoS 1/2 PUBLISH towards the client, until it is acknowledged."""
+
+    __slots__ = ("payload", "props", "qos", "released", "retain", "sent_at", "topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> None:
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.props = props
+        self.released = False  # QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
+        self.sent_at = 0.0
