@@ -63,7 +63,7 @@ ENV_PREFIX = "ROBUSTMQ_"
 HELP: dict[str, str] = {
     "host": "Address to bind",
     "nats_port": "NATS + mq9 port (0 disables)",
-    "mqtt_port": "MQTT port (0 disables; not built yet)",
+    "mqtt_port": "MQTT 3.1.1/5.0 port (0 disables)",
     "kafka_port": "Kafka wire port (0 disables; not built yet)",
     "http_port": "HTTP monitoring port (0 disables)",
     "server_name": "Name announced in INFO and /varz (default: the server id)",
