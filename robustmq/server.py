@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -98,9 +99,18 @@ class Broker:
         self.log.close()
 
 
+# The cyclic garbage collector is tuned for a broker: per-message objects are freed by reference
+# counting, so a collection every 700 allocations (CPython's default) is pure cost on the hot path
+# (about a third of the time with a million distinct subjects). Startup objects are frozen out of
+# every later collection.
+GC_GEN0_THRESHOLD = 50_000
+
+
 async def serve(cfg: Config) -> None:
     broker = Broker(cfg)
     await broker.start()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 50, 1000)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
