@@ -11,7 +11,16 @@ import msgspec
 import typer
 
 from robustmq import __version__, client_cli
-from robustmq.config import ENV_PREFIX, FLAG_ALIASES, HELP, Config, ConfigError, fields, load_config
+from robustmq.config import (
+    ENV_PREFIX,
+    FLAG_ALIASES,
+    HELP,
+    SECTION_OF,
+    Config,
+    ConfigError,
+    fields,
+    load_config,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="robustmq: one RocksDB log; NATS, mq9 agent mailboxes, MQTT and Kafka on top.")
@@ -60,7 +69,8 @@ def _serve_signature() -> inspect.Signature:
         if f.name in FLAG_ALIASES:
             names.append(FLAG_ALIASES[f.name])
         params.append(inspect.Parameter(f.name, kw, annotation=Optional[py], default=typer.Option(  # noqa: UP045
-            None, *names, help=f"{HELP[f.name]} (default {shown}; env {ENV_PREFIX}{f.name.upper()})")))
+            None, *names, help=f"{HELP[f.name]} (default {shown}; env {ENV_PREFIX}{f.name.upper()})",
+            rich_help_panel=f"{SECTION_OF[f.name]} settings (TOML table {SECTION_OF[f.name]})")))
     return inspect.Signature(params, return_annotation=None)
 
 

@@ -130,6 +130,37 @@ def fields() -> tuple[msgspec.inspect.Field, ...]:
     return info.fields
 
 
+# The parts of the server, each a TOML table and a group of `serve --help`. A key inside a table may
+# drop the table's prefix: `[mq9] default_ttl_s = 60` is `mq9_default_ttl_s`.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "server": ("host", "nats_port", "mqtt_port", "kafka_port", "http_port", "server_name", "log_level"),
+    "log": ("data_dir", "durability", "segment_max_records", "segment_max_age_s", "retention_max_age_s",
+            "retention_max_bytes", "retention_check_interval_s", "ephemeral_subjects"),
+    "nats": ("max_payload", "max_control_line", "max_pending", "max_pending_total", "ping_interval_s",
+             "max_pings_out", "auth_timeout_s"),
+    "auth": ("user", "password", "token"),
+    "mq9": ("mq9_default_ttl_s", "mq9_max_ttl_s", "mq9_max_messages", "mq9_max_bytes",
+            "mq9_sweep_interval_s"),
+}
+SECTION_OF: dict[str, str] = {name: sec for sec, names in SECTIONS.items() for name in names}
+
+
+def _flatten(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """A TOML document (flat keys and/or per-part tables) -> Config field names."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                name = sub if sub in SECTIONS[key] else f"{key}_{sub}"
+                if SECTION_OF.get(name) != key:
+                    raise ConfigError(f"{path}: [{key}] has no setting {sub!r} "
+                                      f"(it takes: {', '.join(SECTIONS[key])})")
+                out[name] = v
+        else:
+            out[key] = value  # a flat key; unknown ones are refused by the Config struct
+    return out
+
+
 def load_config(
     config_file: str | None = None,
     overrides: dict[str, Any] | None = None,
@@ -145,9 +176,7 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist")
         with p.open("rb") as fh:
             data = tomllib.load(fh)
-        # accept both flat keys and a [server] table
-        merged.update(data.pop("server", {}))
-        merged.update(data)
+        merged.update(_flatten(data, path))
     merged.update(_env_overrides(environ))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
