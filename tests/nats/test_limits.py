@@ -108,7 +108,7 @@ async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
         assert await asyncio.wait_for(r.readline(), 30) == b"PONG\r\n"
         peak = proc_status_mb(srv.proc.pid, "VmHWM")
         print(f"peak RSS with 10 non-reading subscribers under a 50 MB flood: {peak} MB")
-        assert peak < 260, f"server RSS peaked at {peak} MB"
+        assert peak < 300, f"server RSS peaked at {peak} MB"  # uncapped: ~550 MB
         assert sum(closed_by_server(sk, 10) for sk in sleepers) >= 5
         assert reader.is_connected  # the reader keeps up: it is never the one cut
         assert await roundtrip_ok(srv)
