@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=3)
     a = ap.parse_args()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="device-room1", protocol=mqtt.MQTTv5)
-    for attempt in range(30):  # the broker may still be starting (compose)
+    for _ in range(30):  # the broker may still be starting (compose)
         try:
             client.connect(a.host, a.port)
             break

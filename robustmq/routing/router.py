@@ -33,6 +33,11 @@ class Router:
         self.owners: list[SubjectOwner] = []
         self._owner_firsts: frozenset[str] = frozenset()  # first characters of owner prefixes
         self.stats = RouterStats()
+        # (stream, offset) of the logged record being delivered right now, None outside publish()
+        # or when it was not logged: lets a subscriber that cannot take the message now (an offline
+        # MQTT session) keep a reference to the record instead of a copy of its payload. In
+        # publish_many() it is the first record's; deliver_many() payload i is at offset + i.
+        self.current: tuple[str, int] | None = None
 
     def add_owner(self, owner: SubjectOwner) -> None:
         self.owners.append(owner)
@@ -107,7 +112,11 @@ class Router:
             receipt = Receipt(log, log.batch_seq, stream.name, off)
         else:
             receipt = Receipt(log, log.batch_seq)
-        receipt.delivered = self.deliver(subject, reply, headers, payload, origin)
+        saved, self.current = self.current, (receipt.stream, receipt.offset) if receipt.stream else None
+        try:
+            receipt.delivered = self.deliver(subject, reply, headers, payload, origin)
+        finally:
+            self.current = saved
         return receipt
 
     def publish_many(self, subject: str, payloads: list[bytes], origin: Connection | None = None) -> Receipt:
@@ -129,21 +138,28 @@ class Router:
             receipt = Receipt(log, log.batch_seq, count=n)
         r = self._trie.match(subject)
         delivered = 0
-        for sub in r.psubs:
-            c = sub.conn
-            if c.no_echo and c is origin:
-                continue
-            c.deliver_many(sub, subject, payloads)
-            delivered += n
-        for members in r.qsubs:
-            if origin is not None and origin.no_echo:
-                members = [m for m in members if m.conn is not origin]
-                if not members:
+        first = receipt.offset
+        saved, self.current = self.current, (receipt.stream, first) if receipt.stream else None
+        try:
+            for sub in r.psubs:
+                c = sub.conn
+                if c.no_echo and c is origin:
                     continue
-            for p in payloads:
-                sub = pick(members)
-                sub.conn.deliver(sub, subject, None, None, p)
-            delivered += n
+                c.deliver_many(sub, subject, payloads)
+                delivered += n
+            for members in r.qsubs:
+                if origin is not None and origin.no_echo:
+                    members = [m for m in members if m.conn is not origin]
+                    if not members:
+                        continue
+                for i, p in enumerate(payloads):
+                    if receipt.stream:
+                        self.current = (receipt.stream, first + i)
+                    sub = pick(members)
+                    sub.conn.deliver(sub, subject, None, None, p)
+                delivered += n
+        finally:
+            self.current = saved
         st.msgs_out += delivered
         if not delivered:
             st.no_subscribers += n

@@ -26,11 +26,14 @@ class Paho:
 
     def __init__(self, port: int, version: int = V3, client_id: str = "", *, username: str | None = None,
                  password: str | None = None, will: tuple[str, bytes, int, bool] | None = None,
-                 keepalive: int = 30, connect: bool = True) -> None:
+                 keepalive: int = 30, connect: bool = True, clean: bool = True,
+                 session_expiry: int | None = None) -> None:
         self.port = port
         self.version = version
         self.keepalive = keepalive
-        kw: dict[str, Any] = {"clean_session": True} if version == V3 else {}
+        self.clean = clean  # 3.1.1 clean session / 5.0 clean start
+        self.session_expiry = session_expiry  # 5.0 Session Expiry Interval in CONNECT
+        kw: dict[str, Any] = {"clean_session": clean} if version == V3 else {}
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=version, **kw)
         self.c.reconnect_delay_set(60, 60)  # a test that is cut off must stay cut off
         if username is not None:
@@ -53,7 +56,11 @@ class Paho:
 
     def connect(self) -> Any:
         if self.version == V5:
-            self.c.connect("127.0.0.1", self.port, self.keepalive, clean_start=True)
+            props = None
+            if self.session_expiry is not None:
+                props = PahoProperties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self.session_expiry
+            self.c.connect("127.0.0.1", self.port, self.keepalive, clean_start=self.clean, properties=props)
         else:
             self.c.connect("127.0.0.1", self.port, self.keepalive)
         self.c.loop_start()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Collection
 
 from robustmq.config import Config
+from robustmq.frontends.mqtt.persistent import SessionState, load_sessions
 from robustmq.frontends.mqtt.retained import RetainedStore
 from robustmq.frontends.mqtt.session import MqttSession
 from robustmq.routing.router import Router
@@ -29,6 +30,8 @@ class MqttServer:
         self.conns: dict[int, MqttSession] = {}
         self.clients: dict[str, MqttSession] = {}  # client id -> its connected session
         self.retained = RetainedStore(router.log)
+        # persistent sessions (clean session 0 / session expiry > 0), connected or not
+        self.sessions: dict[str, SessionState] = {}
         self._cids = itertools.count(1)
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
@@ -45,6 +48,7 @@ class MqttServer:
 
     async def start(self, host: str, port: int) -> None:
         self.retained.load()
+        self.sessions = load_sessions(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MqttSession(self), host, port, backlog=1024,
                                                 reuse_address=True)
@@ -105,11 +109,20 @@ class MqttServer:
         while True:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
+            self._expire_sessions()
             for conn in list(self.conns.values()):
                 try:
                     conn.tick(now)
                 except Exception:  # one broken connection must not stop the timer for all
                     log.exception("mqtt tick failed for cid=%d", conn.cid)
+
+    def _expire_sessions(self) -> None:
+        """Drop offline sessions whose expiry has passed (v5 Session Expiry Interval)."""
+        wall = time.time()
+        for cid, st in list(self.sessions.items()):
+            if st.live is None and st.expires_at and st.expires_at <= wall:
+                del self.sessions[cid]
+                st.drop()
 
     async def close(self) -> None:
         if self._ticker:

@@ -48,6 +48,7 @@ from robustmq.frontends.mqtt.packets import (
     Will,
 )
 from robustmq.frontends.mqtt.packets import Subscription as SubRequest
+from robustmq.frontends.mqtt.persistent import MAX_QUEUED, MAX_SESSION_EXPIRY_S, Entry, SessionState
 from robustmq.frontends.mqtt.properties import NO_PROPERTIES, Properties
 from robustmq.frontends.mqtt.subscriptions import MqttSubscription, Outgoing
 from robustmq.frontends.mqtt.topics import SHARE_PREFIX, split_shared, valid_topic_filter
@@ -111,6 +112,8 @@ class MqttSession(asyncio.Protocol):
         self._out_size = 0
         self._flush_scheduled = False
         self._shutting_down = False
+        self.state: SessionState | None = None  # a persistent session's state, while connected
+        self._drain_waiting = False
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
         self.peer: tuple[Any, ...] = ("", 0)
         self.start_time = 0.0
@@ -126,6 +129,8 @@ class MqttSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.state is not None:
+            self.detach()
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
         self.subs.clear()
@@ -167,6 +172,9 @@ class MqttSession(asyncio.Protocol):
             elif isinstance(ev, Disconnect):
                 if ev.reason_code != reasons.DISCONNECT_WITH_WILL:
                     self.will = None  # a normal disconnect discards the will (spec 3.14.4)
+                sei = ev.properties.session_expiry_interval
+                if sei is not None and self.state is not None:  # v5: the client changes its expiry
+                    self.state.expiry = min(sei, MAX_SESSION_EXPIRY_S)
                 self._close(None)
             elif isinstance(ev, ProtocolError):
                 self._protocol_error(ev.reason_code, ev.text)
@@ -209,8 +217,83 @@ class MqttSession(asyncio.Protocol):
             props = Properties(assigned_client_identifier=assigned, receive_maximum=INBOUND_RECEIVE_MAXIMUM,
                                topic_alias_maximum=TOPIC_ALIAS_MAXIMUM,
                                maximum_packet_size=self.parser.max_packet_size)
+        present = self._take_session(client_id, ev)
         srv.claim(client_id, self)
-        self.send(ConnAck(False, reasons.SUCCESS, props))
+        self.send(ConnAck(present, reasons.SUCCESS, props))
+        if self.state is not None:
+            self._resend()
+
+    def _take_session(self, client_id: str, ev: Connect) -> bool:
+        """Find, discard or make this client's persistent session; whether one was present."""
+        srv = self.server
+        st = srv.sessions.get(client_id)
+        if st is not None and st.live is not None and st.live is not self:
+            st.live.detach()  # the connection being taken over leaves the session offline
+            st = srv.sessions.get(client_id)
+        if ev.version == MQTT_5:
+            expiry = ev.properties.session_expiry_interval or 0
+        else:
+            expiry = 0 if ev.clean_start else MAX_SESSION_EXPIRY_S
+        if st is not None and ev.clean_start:  # clean start discards the stored session
+            del srv.sessions[client_id]
+            st.drop()
+            st = None
+        present = st is not None
+        if st is None:
+            if expiry <= 0:
+                return False
+            st = SessionState(srv, client_id, ev.version, expiry)
+            srv.sessions[client_id] = st
+        st.version = ev.version
+        st.expiry = min(expiry, MAX_SESSION_EXPIRY_S)
+        self.attach(st)
+        return present
+
+    def attach(self, st: SessionState) -> None:
+        """Take over the session's subscriptions (they stay in the router; only their owner
+        changes) and its queue."""
+        self.state = st
+        st.live = self
+        self.subs = st.subs
+        self._filters = st.filters
+        for sub in st.subs.values():
+            sub.conn = self
+        st.expires_at = 0.0
+        st.save()
+
+    def detach(self) -> None:
+        """The connection ends: its persistent session goes offline (or ends, expiry 0)."""
+        st, self.state = self.state, None
+        if st is None:
+            return
+        inflight, self._inflight = self._inflight, {}
+        self.subs, self._filters = {}, {}
+        if self._shutting_down:  # the log closes next; what matters is already stored
+            return
+        srv = self.server
+        if st.expiry <= 0:
+            st.live = None
+            if srv.sessions.get(st.client_id) is st:
+                del srv.sessions[st.client_id]
+            st.drop()
+            return
+        st.inflight = inflight
+        st.go_offline()
+
+    def _resend(self) -> None:
+        """On reconnect: unacknowledged messages again with DUP (spec 4.4), then the queue."""
+        st = self.state
+        assert st is not None
+        now = time.monotonic()
+        inflight, st.inflight = st.inflight, {}
+        for pid, out in inflight.items():
+            self._inflight[pid] = out
+            out.sent_at = now
+            if out.released:
+                self.send(PubRel(pid))
+            else:
+                self._write_publish(out.topic, out.payload, out.qos, out.retain, True, pid, out.props)
+        self._drain_queue()
 
     def _refuse_connect(self, code: int) -> None:
         self.send(ConnAck(False, code))
@@ -346,6 +429,8 @@ class MqttSession(asyncio.Protocol):
                     else reasons.TOPIC_FILTER_INVALID
             subs.append(sub)
         self._filters[f] = subs
+        if self.state is not None:
+            self.state.save()
         # shared subscriptions get no retained messages (spec 4.8.2)
         if group is None and (req.retain_handling == 0 or (req.retain_handling == 1 and not existed)):
             for topic, msg in self.server.retained.matching(inner):
@@ -359,6 +444,8 @@ class MqttSession(asyncio.Protocol):
         for sub in subs:
             self.subs.pop(sub.sid, None)
             self.router.unsubscribe(sub)
+        if self.state is not None:
+            self.state.save()
         return True
 
     def _on_unsubscribe(self, ev: Unsubscribe) -> None:
@@ -389,8 +476,15 @@ class MqttSession(asyncio.Protocol):
         self._send_publish(sub._topic, payload, qos, retain, props)
 
     def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
-        for p in payloads:
-            self.deliver(sub, subject, None, None, p)
+        router = self.router
+        cur = router.current
+        try:
+            for i, p in enumerate(payloads):
+                if cur is not None:  # payload i is record first + i (a persistent session refers to it)
+                    router.current = (cur[0], cur[1] + i)
+                self.deliver(sub, subject, None, None, p)
+        finally:
+            router.current = cur
 
     def reply(self, subject: str, payload: bytes) -> bool:
         """A broker reply (mq9) to a v5 request's response topic: only to this connection's own
@@ -431,6 +525,10 @@ class MqttSession(asyncio.Protocol):
         if qos == 0:
             self._write_publish(topic, payload, 0, retain, False, 0, props)
             return
+        st = self.state
+        if st is not None:
+            self._send_persistent(st, topic, payload, qos, retain, props)
+            return
         out = Outgoing(topic, payload, qos, retain, props)
         if len(self._inflight) >= self._window:
             self._queue.append(out)
@@ -440,14 +538,41 @@ class MqttSession(asyncio.Protocol):
             return
         self._send_inflight(out, False)
 
-    def _send_inflight(self, out: Outgoing, dup: bool) -> None:
-        pid = self._next_pid
-        while pid in self._inflight:
-            pid = pid % 0xFFFF + 1
-        self._next_pid = pid % 0xFFFF + 1
+    def _send_persistent(self, st: SessionState, topic: str, payload: bytes, qos: int, retain: bool,
+                         props: Properties) -> None:
+        """A QoS 1/2 message for a persistent session: stored as a queue entry (a reference to the
+        record being routed, else a copy) until acknowledged, so a reconnect or a restart resends it."""
+        cur = self.router.current
+        entry = Entry(topic, qos, retain=retain, sub_ids=list(props.subscription_ids),
+                      response=props.response_topic)
+        if cur is not None:
+            entry.stream, entry.offset = cur
+        else:
+            entry.payload = payload
+            entry.user = list(props.user_properties) or None
+        if st.pending or len(self._inflight) >= self._window:
+            st.push(entry)  # behind what is already owed: order is kept
+            self._drain_queue()
+            return
+        if st.count() >= MAX_QUEUED:
+            st.dropped += 1
+            return
+        out = Outgoing(topic, payload, qos, retain, props)
+        pid = self._send_inflight(out, False)
+        if pid in self._inflight:
+            entry.pid = pid
+            out.seq = st.put(entry)
+
+    def _send_inflight(self, out: Outgoing, dup: bool, pid: int = 0) -> int:
+        if not pid or pid in self._inflight:
+            pid = self._next_pid
+            while pid in self._inflight:
+                pid = pid % 0xFFFF + 1
+            self._next_pid = pid % 0xFFFF + 1
         self._inflight[pid] = out
         out.sent_at = time.monotonic()
         self._write_publish(out.topic, out.payload, out.qos, out.retain, dup, pid, out.props)
+        return pid
 
     def _write_publish(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, pid: int,
                        props: Properties) -> None:
@@ -462,6 +587,8 @@ class MqttSession(asyncio.Protocol):
         out = self._inflight.get(pid)
         if out is not None and out.qos == qos:
             del self._inflight[pid]
+            if out.seq and self.state is not None:
+                self.state.remove(out.seq)
             self._drain_queue()
 
     def _on_pubrec(self, ev: PubRec) -> None:
@@ -471,6 +598,8 @@ class MqttSession(asyncio.Protocol):
             return
         if ev.reason_code >= 0x80:  # the client refused it: the exchange ends here
             del self._inflight[ev.packet_id]
+            if out.seq and self.state is not None:
+                self.state.remove(out.seq)
             self._drain_queue()
             return
         out.released = True
@@ -481,6 +610,55 @@ class MqttSession(asyncio.Protocol):
             out = self._queue.popleft()
             self._queued_bytes -= len(out.payload) + len(out.topic)
             self._send_inflight(out, False)
+        if self.state is not None:
+            self._drain_state(self.state)
+
+    def _drain_state(self, st: SessionState) -> None:
+        """Send the session's queued messages while the window has room, reading each referenced
+        record back from the log (one that retention dropped is skipped: spec allows the loss)."""
+        lg = self.router.log
+        while st.pending and len(self._inflight) < self._window and not self.closed:
+            seq, e = st.pending[0]
+            payload, user = e.payload, e.user
+            if e.stream is not None:
+                if not lg.stream_exists(e.stream):
+                    st.pending.popleft()
+                    st.remove(seq)
+                    continue
+                stream = lg.stream(e.stream)
+                if e.offset >= stream.committed:  # routed, but its batch is not written yet
+                    if not self._drain_waiting:
+                        self._drain_waiting = True
+                        self.router.on_durable(self.router.write_seq, self._drain_later)
+                    return
+                recs = list(lg.read(stream, e.offset, e.offset + 1))
+                if not recs or recs[0][0] != e.offset:
+                    st.pending.popleft()
+                    st.remove(seq)
+                    continue
+                rec = recs[0][1]
+                payload = rec.payload
+                if rec.headers:
+                    user = [(k.decode(errors="replace"), v.decode(errors="replace")) for k, v in rec.headers]
+            st.pending.popleft()
+            props = NO_PROPERTIES
+            if self.proto == MQTT_5 and (user or e.sub_ids or e.response):
+                props = Properties(response_topic=e.response, subscription_ids=tuple(e.sub_ids),
+                                   user_properties=tuple(user or ()))
+            out = Outgoing(e.topic, payload or b"", e.qos, e.retain, props)
+            out.seq = seq
+            pid = self._send_inflight(out, bool(e.pid), e.pid)
+            if pid not in self._inflight:  # too large for the client: discarded
+                st.remove(seq)
+            elif pid != e.pid:
+                e.pid = pid
+                st.put(e, seq)
+
+    def _drain_later(self) -> None:
+        # called from the log's commit callback: continue on the loop, never recursively
+        self._drain_waiting = False
+        if not self.closed:
+            self._loop.call_soon(self._drain_queue)
 
     # ------------------------------------------------------------------ timers
     def tick(self, now: float) -> None:

@@ -40,7 +40,7 @@ class MqttSubscription:
 class Outgoing:
     """A QoS 1/2 PUBLISH towards the client, until it is acknowledged."""
 
-    __slots__ = ("payload", "props", "qos", "released", "retain", "sent_at", "topic")
+    __slots__ = ("payload", "props", "qos", "released", "retain", "sent_at", "seq", "topic")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> None:
         self.topic = topic
@@ -50,3 +50,4 @@ class Outgoing:
         self.props = props
         self.released = False  # QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
         self.sent_at = 0.0
+        self.seq = 0  # a persistent session's queue entry (`persistent.py`) for it; 0: none
