@@ -41,7 +41,9 @@ async def test_private_create_reply_shape(server) -> None:
     nc = await connect(server.nats_url)
     reply = await request_json(nc, CREATE, {"ttl": 3600})
     assert_ok(reply)
-    assert set(reply) == {"mail_id", "is_new"}, reply
+    # SPEC §4b: CREATE serves upstream's dialect too, so the id is also under `mail_address`
+    assert set(reply) == {"mail_id", "mail_address", "is_new"}, reply
+    assert reply["mail_address"] == reply["mail_id"], reply
     assert reply["is_new"] is True
     assert PRIVATE_ID.match(reply["mail_id"]), reply
     assert len(random_part(reply["mail_id"])) >= 32, "≥160 bits needs ≥32 chars of [a-z0-9]"
@@ -78,10 +80,10 @@ async def test_public_create_then_again_is_not_new_and_keeps_ttl_and_desc(server
     nc = await connect(server.nats_url)
     name = unique_name("task.queue")
     r1 = await create_public(nc, name, ttl=1, desc="Task queue")
-    assert r1 == {"mail_id": name, "is_new": True}
+    assert r1 == {"mail_id": name, "mail_address": name, "is_new": True}
     t_created = time.monotonic()
     r2 = await create_public(nc, name, ttl=3600, desc="something else")
-    assert r2 == {"mail_id": name, "is_new": False}
+    assert r2 == {"mail_id": name, "mail_address": name, "is_new": False}
     # desc and ttl as PUBLIC.LIST reports them are the originals
     events = [json.loads(m.data) for m in await collect(nc, PUBLIC_LIST, window=0.4)]
     evs = [e for e in events if e.get("mail_id") == name]
@@ -107,7 +109,7 @@ async def test_public_create_accepts_valid_names(server) -> None:
     assert len(names[3]) == 128
     for name in names:
         reply = await create_public(nc, name, ttl=30, desc="ok")
-        assert reply == {"mail_id": name, "is_new": True}, (name, reply)
+        assert reply == {"mail_id": name, "mail_address": name, "is_new": True}, (name, reply)
     await nc.close()
 
 

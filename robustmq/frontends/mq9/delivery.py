@@ -27,6 +27,7 @@ from robustmq.frontends.mq9.mailboxes import (
     SDK_PRIORITIES,
     Mailbox,
     MailboxRegistry,
+    hidden,
     now_ms,
     priority_of,
 )
@@ -153,6 +154,8 @@ class Delivery:
         stream = self.log.get_stream(mb.stream_name)
         if stream is not None and off in stream.deleted:
             return
+        if rec.meta and hidden(rec, now_ms()):
+            return  # upstream's mq9-delay (pushed again when due) or mq9-ttl past
         bit = 1 << priority_of(rec)
         for t in self.subs.get(mb.mail_id, ()):
             if t.mask & bit:
@@ -227,7 +230,7 @@ class Delivery:
                     continue
                 start = t.cursors[p] + 1 if isinstance(t, Group) else 0
                 for off, rec in self.log.read(stream, start, end):
-                    if priority_of(rec) != p:
+                    if priority_of(rec) != p or (rec.meta and hidden(rec, now_ms())):
                         continue
                     if isinstance(t, Group):
                         if not self._to_group(t, mb, off, rec):

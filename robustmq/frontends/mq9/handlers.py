@@ -11,7 +11,9 @@ request's `{"msg_id": N}` reply happen only after the commit that made it durabl
 
 The parts, one job each: `mailboxes` (registry, ids, TTL, expiry heap), `delivery` (subscribers,
 queue groups, replay), `discovery` (PUBLIC.LIST), `requests` (LIST paging), `subjects` (parsing, and
-which dialect a client speaks: §4's or the PyPI SDK's `high`/`normal`/`low`, SPEC §4b).
+which dialect a client speaks: §4's or the PyPI SDK's `high`/`normal`/`low`, SPEC §4b), `upstream`
+(upstream's current protocol, §4b: `$mq9.AI.MSG.*` SEND/FETCH/ACK/QUERY/DELETE, every reply with
+`error`; its SEND and DELETE are dispatched here, sharing §4's store-first path).
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ from robustmq.frontends.mq9.subjects import (
     parse_msg_subject,
     parse_send_subject,
 )
+from robustmq.frontends.mq9.upstream import (
+    ACK_PREFIX,
+    FETCH_PREFIX,
+    MSG_DELETE_PREFIX,
+    QUERY_PREFIX,
+    SEND_PREFIX,
+    FetchRequest,
+    Upstream,
+    ok,
+    parse_send_headers,
+    reply_error,
+    split_addr_msg,
+)
 from robustmq.routing.contract import Connection, Headers, Refusal, RefusalKind
 from robustmq.routing.router import Router
 
@@ -61,6 +76,7 @@ class Mq9Layer:
         self.registry = MailboxRegistry(log_, cfg.mq9_default_ttl_s, cfg.mq9_max_ttl_s)
         self.delivery = Delivery(log_, self.registry, self.stats)
         self.public = PublicList(self.registry)
+        self.upstream = Upstream(log_, self.registry)
         # work to do once a log batch is written, per batch: the log writes one batch while the next
         # fills, so an item queued now must not ride on the callback of the batch already in flight
         self._post: list[tuple[Any, ...]] | None = None
@@ -96,6 +112,22 @@ class Mq9Layer:
                     self._post_commit((_LIST, origin, reply, subject[len(LIST_PREFIX):], req))
             elif subject.startswith(DELETE_PREFIX):
                 self._delete(origin, subject[len(DELETE_PREFIX):], reply)
+            elif subject.startswith(SEND_PREFIX):
+                self._upstream_send(subject[len(SEND_PREFIX):], reply, headers, payload, origin)
+            elif subject.startswith(MSG_DELETE_PREFIX):
+                self._delete(origin, subject[len(MSG_DELETE_PREFIX):], reply, upstream=True)
+            elif subject.startswith(ACK_PREFIX):
+                # the ACK is stored (metadata) in the current batch: answered once it is durable
+                body = self.upstream.ack(subject[len(ACK_PREFIX):], payload)
+                if reply:
+                    self._post_commit((_REPLY, origin, reply, body))
+            elif subject.startswith(FETCH_PREFIX):
+                if reply and origin is not None:
+                    freq = self.upstream.parse_fetch(payload)
+                    self._spawn(self._upstream_fetch(origin, reply, subject[len(FETCH_PREFIX):], freq))
+            elif subject.startswith(QUERY_PREFIX):
+                if reply and origin is not None:
+                    self._spawn(self._upstream_query(origin, reply, subject[len(QUERY_PREFIX):], payload))
             elif subject == PUBLIC_LIST:
                 if reply is None and origin is not None:
                     origin.refuse(Refusal(RefusalKind.PERMISSION_PUBLISH, subject))
@@ -159,9 +191,84 @@ class Mq9Layer:
         if reply:
             self._post_commit((_REPLY, origin, reply, b'{"msg_id":%d}' % off))
 
+    def _upstream_send(self, addr: str, reply: str | None, headers: Headers | None, payload: bytes,
+                       origin: Connection | None) -> None:
+        """Upstream's SEND: into the same mailbox stream as §4's, with its `mq9-*` headers read into
+        the record's priority, key and metadata (SPEC §4b). Always answered with `error`."""
+        mb = self.registry.get(addr)
+        if mb is None:
+            if reply is None:
+                self.stats.dropped_no_mailbox += 1
+                return
+            raise Mq9Error(f"mailbox {addr} does not exist")
+        now = now_ms()
+        _, meta, key = parse_send_headers(headers, now)  # the priority is in meta["p"]
+        held = self._room(mb, 1, len(payload))
+        if held is not None:
+            self.stats.refused_full += 1
+            raise Mq9Error(f"mailbox {addr} is full ({held} messages); nothing was stored")
+        stream = self.log.stream(mb.stream_name)
+        if key is not None:
+            # keep only the latest per key: an O(mailbox) scan, paid only by keyed sends
+            for off in [o for o, old in self.log.read(stream) if old.key == key]:
+                self.log.delete_record(stream, off)
+        rec = Record(now, payload, key, _publisher_headers(headers) if headers else None, meta)
+        off = self.log.append(stream, rec)
+        self.stats.messages_stored += 1
+        vis = meta.get("vis")
+        if vis is None:
+            self._post_commit((_LIVE, mb, off, rec))
+        else:
+            # §4 subscribers get it pushed when due (until a restart; after one, replay shows it)
+            delay = (int(vis) - now) / 1000
+            loop = asyncio.get_running_loop()
+            self.log.on_commit(self.log.batch_seq,
+                               lambda: loop.call_later(delay, self._due, mb, off, rec))
+        if reply:
+            self._post_commit((_REPLY, origin, reply, ok({"msg_id": -1 if vis is not None else off})))
+
+    def _due(self, mb: Mailbox, off: int, rec: Record) -> None:
+        # the loop's timer is monotonic, `vis` is wall-clock ms: a timer firing a little early
+        # would see the record still hidden and drop the push, so wait out the remainder
+        left = int(rec.meta["vis"]) - now_ms() if rec.meta and "vis" in rec.meta else 0
+        if left > 0:
+            asyncio.get_running_loop().call_later(left / 1000, self._due, mb, off, rec)
+            return
+        self.delivery.live(mb, off, rec)
+        self.delivery.persist_groups()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _upstream_fetch(self, origin: Connection, reply: str, addr: str,
+                              req: FetchRequest) -> None:
+        try:
+            body = await self.upstream.fetch(addr, req)
+            await self.log.committed()  # a group's new `hi` is durable before the messages go out
+        except Mq9Error as exc:
+            reply_error(origin, reply, exc)
+            return
+        except Exception as exc:  # a failed write: the requester is told, the layer goes on
+            log.exception("mq9 FETCH on %s failed", addr)
+            reply_error(origin, reply, Mq9Error(f"fetch failed: {exc}"))
+            return
+        if not origin.closed:
+            origin.reply(reply, body)
+
+    async def _upstream_query(self, origin: Connection, reply: str, addr: str, payload: bytes) -> None:
+        try:
+            body = await self.upstream.query(addr, payload)
+        except Mq9Error as exc:
+            reply_error(origin, reply, exc)
+            return
+        if not origin.closed:
+            origin.reply(reply, body)
+
     def _create(self, origin: Connection | None, reply: str | None, body: bytes) -> None:
         req = self.registry.parse_create(body)
-        if req.public and isinstance(req.name, str):
+        if isinstance(req.name, str):
             old = self.registry.boxes.get(req.name)
             if old is not None and old.expired(now_ms()):
                 self._expire(old)  # expired but not swept yet: finish it before the name is reused
@@ -171,20 +278,30 @@ class Mq9Layer:
             if mb.public:
                 self._post_commit((_PUBLIC, mb))
         if reply:
-            self._post_commit((_REPLY, origin, reply,
-                               _json.encode({"mail_id": mb.mail_id, "is_new": is_new})))
+            # both dialects' names for the id; `error: ""` only for upstream's named create, the one
+            # request no §4/PyPI-SDK client sends (they raise when `error` is present at all)
+            out: dict[str, Any] = {"mail_id": mb.mail_id, "mail_address": mb.mail_id, "is_new": is_new}
+            if req.name is not None and req.public is msgspec.UNSET:
+                out["error"] = ""
+            self._post_commit((_REPLY, origin, reply, _json.encode(out)))
 
-    def _delete(self, origin: Connection | None, rest: str, reply: str | None) -> None:
-        mail_id, dot, msg = rest.rpartition(".")
-        if not dot or not (msg.isascii() and msg.isdigit()):
-            raise Mq9Error("use $mq9.AI.MAILBOX.DELETE.<mail_id>.<msg_id> with a numeric msg_id")
+    def _delete(self, origin: Connection | None, rest: str, reply: str | None,
+                upstream: bool = False) -> None:
+        if upstream:
+            mail_id, num = split_addr_msg(rest)
+            msg = str(num)
+        else:
+            mail_id, dot, msg = rest.rpartition(".")
+            if not dot or not (msg.isascii() and msg.isdigit()):
+                raise Mq9Error("use $mq9.AI.MAILBOX.DELETE.<mail_id>.<msg_id> with a numeric msg_id")
         mb = self.registry.get(mail_id)
         if mb is None:
             raise Mq9Error(f"mailbox {mail_id} does not exist")
         stream = self.log.get_stream(mb.stream_name)
         deleted = stream is not None and self.log.delete_record(stream, int(msg))
         if reply:
-            self._post_commit((_REPLY, origin, reply, _json.encode({"deleted": deleted})))
+            out = ok({"deleted": deleted}) if upstream else _json.encode({"deleted": deleted})
+            self._post_commit((_REPLY, origin, reply, out))
 
     async def _list(self, origin: Connection, reply: str, mail_id: str, req: ListRequest) -> None:
         try:
@@ -279,6 +396,7 @@ class Mq9Layer:
         self.registry.remove(mb.mail_id)
         self.log.delete_stream(mb.stream_name)
         self.delivery.forget(mb)
+        self.upstream.forget(mb)
         self.stats.mailboxes_expired += 1
         if mb.public:
             self.public.expired(mb)

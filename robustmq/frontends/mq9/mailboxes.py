@@ -38,7 +38,9 @@ class Mq9Error(Exception):
 
 class CreateRequest(msgspec.Struct, forbid_unknown_fields=False):
     ttl: int | None = None
-    public: bool = False
+    # UNSET (falsy) when the key is absent: a request carrying a name but no "public" key is
+    # upstream's named create (SPEC §4b), which refuses an existing name
+    public: bool | msgspec.UnsetType = msgspec.UNSET
     name: str | None = None
     desc: str = ""
 
@@ -154,6 +156,11 @@ class MailboxRegistry:
             existing = self.get(mail_id, now)
             if existing is not None:
                 return existing, False
+        elif req.name is not None and req.public is msgspec.UNSET:
+            # upstream's create: the name is the address, and an existing one is an error
+            mail_id = validate_public_name(req.name)
+            if self.get(mail_id, now) is not None:
+                raise Mq9Error(f"mailbox {mail_id} already exists")
         else:
             if req.name is not None:
                 raise Mq9Error("\"name\" is only for public mailboxes (set \"public\": true)")
@@ -189,6 +196,18 @@ class MailboxRegistry:
 
     def public(self, now: int) -> list[Mailbox]:
         return [mb for mb in self.boxes.values() if mb.public and not mb.expired(now)]
+
+
+def hidden(rec: Record, now: int) -> bool:
+    """A record sent with upstream's `mq9-delay` not yet due, or past its `mq9-ttl` (SPEC §4b)."""
+    m = rec.meta
+    if not m:
+        return False
+    vis = m.get("vis")
+    if vis is not None and int(vis) > now:
+        return True
+    exp = m.get("exp")
+    return exp is not None and int(exp) <= now
 
 
 def priority_of(rec: Record) -> int:

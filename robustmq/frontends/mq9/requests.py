@@ -14,6 +14,8 @@ from robustmq.frontends.mq9.mailboxes import (
     SDK_PRIORITIES,
     MailboxRegistry,
     Mq9Error,
+    hidden,
+    now_ms,
     priority_of,
 )
 
@@ -70,8 +72,11 @@ async def list_page(log: SegmentLog, registry: MailboxRegistry, mail_id: str,
     buckets: list[list[tuple[int, int, int, int]]] = [[] for _ in PRIORITIES]
     total = 0
     stream = log.get_stream(mb.stream_name)
+    now = now_ms()
     if stream is not None:
         for off, rec in log.read(stream):
+            if rec.meta and hidden(rec, now):
+                continue  # upstream's delayed (not yet due) or per-message-expired: as FETCH sees it
             total += 1
             if total % LIST_YIELD_EVERY == 0:
                 await asyncio.sleep(0)

@@ -1,0 +1,380 @@
+"""Upstream's current mq9 protocol (SPEC §4b; robustmq/mq9's protocol.md) on §4's mailboxes and log.
+
+Every command is a request and every reply carries `"error"` (`""` on success). A SEND lands in the
+mailbox's own stream (`$mq9.AI.MAILBOX.MSG.<id>`) with its priority in the record's metadata, so a
+§4 subscriber, LIST and this dialect's FETCH/QUERY all see the same messages with the same msg_id.
+
+Record metadata this dialect adds (besides §4's `p`): `vis` (ms; `mq9-delay`: hidden until then),
+`exp` (ms; `mq9-ttl`: hidden from then), `tg` (the `mq9-tags` text); `mq9-key` goes in the record's
+key, and an older record with the same key is deleted when the new one is sent.
+
+FETCH groups: one state per (mailbox, group), persisted in the log's metadata as
+`[floor, hi, [acked offsets above floor]]`: every offset below `floor` is acked, `hi` is the highest
+offset ever handed out. A group FETCH returns visible, unacked messages at or above `floor` in
+priority order; a message handed out and not acked is returned again by the next FETCH
+(at-least-once, no redelivery timer). ACK of an offset above `hi` was never fetched: an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from robustmq.core_log import Record, SegmentLog, Stream
+from robustmq.frontends.mq9.mailboxes import (
+    P_CRITICAL,
+    P_LOW,
+    P_NORMAL,
+    P_URGENT,
+    PRIORITIES,
+    Mailbox,
+    MailboxRegistry,
+    Mq9Error,
+    hidden,
+    now_ms,
+    priority_of,
+)
+from robustmq.routing.contract import Connection, Headers
+
+SEND_PREFIX = "$mq9.AI.MSG.SEND."
+FETCH_PREFIX = "$mq9.AI.MSG.FETCH."
+ACK_PREFIX = "$mq9.AI.MSG.ACK."
+QUERY_PREFIX = "$mq9.AI.MSG.QUERY."
+MSG_DELETE_PREFIX = "$mq9.AI.MSG.DELETE."
+UPSTREAM_PREFIX = "$mq9.AI.MSG."
+FETCH_NS = "mq9.fetch"
+
+# upstream's names, plus the PyPI SDK's high/low (high = urgent, as on its subjects)
+HEADER_PRIORITY = {"critical": P_CRITICAL, "urgent": P_URGENT, "normal": P_NORMAL,
+                   "high": P_URGENT, "low": P_LOW}
+MAX_TAGS = 64
+MAX_TAGS_BYTES = 4096
+MAX_KEY_BYTES = 1024
+MAX_NUM_MSGS = 1000
+MAX_WAIT_MS = 30_000
+MAX_DELAY_S = 365 * 86400
+QUERY_DEFAULT_LIMIT = 100
+SCAN_YIELD_EVERY = 4096  # records scanned between two yields to the event loop
+# payload bytes per FETCH/QUERY reply (before base64): the first message always goes, so a large one
+# still makes progress; the rest wait for the next request, as a Kafka fetch's max_bytes does
+MAX_REPLY_BYTES = 512 * 1024
+DELIVER_POLICIES = ("latest", "earliest", "from_time", "from_id")
+
+_json = msgspec.json.Encoder()
+_state_enc = msgspec.msgpack.Encoder()
+
+
+class FetchConfig(msgspec.Struct, forbid_unknown_fields=False):
+    num_msgs: int = 100
+    max_wait_ms: int = 500
+
+
+class FetchRequest(msgspec.Struct, forbid_unknown_fields=False):
+    group_name: str | None = None
+    deliver: str = "latest"
+    from_time: int | None = None  # Unix seconds
+    from_id: int | None = None
+    force_deliver: bool = False
+    config: FetchConfig = msgspec.field(default_factory=FetchConfig)
+
+
+class AckRequest(msgspec.Struct, forbid_unknown_fields=False):
+    group_name: str
+    msg_id: int
+    mail_address: str | None = None
+
+
+class QueryRequest(msgspec.Struct, forbid_unknown_fields=False):
+    key: str | None = None
+    tags: list[str] | str | None = None
+    since: int | None = None  # Unix seconds
+    limit: int = QUERY_DEFAULT_LIMIT
+
+
+_state_dec = msgspec.msgpack.Decoder(tuple[int, int, list[int]])
+
+
+def _decode(body: bytes, typ: type[Any], what: str) -> Any:
+    try:
+        return msgspec.json.decode(body if body.strip() else b"{}", type=typ)
+    except msgspec.ValidationError as exc:
+        raise Mq9Error(f"invalid {what} request: {exc}") from None
+    except msgspec.DecodeError:
+        raise Mq9Error(f"invalid {what} request: body is not valid JSON") from None
+
+
+def ok(obj: dict[str, Any]) -> bytes:
+    """An upstream success reply: `error` is present and empty."""
+    return _json.encode({"error": "", **obj})
+
+
+def _header(headers: Headers | None, name: bytes) -> str | None:
+    for k, v in headers or ():
+        if k.lower() == name:
+            return v.decode("utf-8", "replace").strip()
+    return None
+
+
+def _seconds(text: str | None, name: str) -> int | None:
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise Mq9Error(f"{name} must be a non-negative integer number of seconds, got {text!r}")
+    n = int(text)
+    if n > MAX_DELAY_S:
+        raise Mq9Error(f"{name} {n} is above the maximum of {MAX_DELAY_S} seconds")
+    return n
+
+
+def parse_send_headers(headers: Headers | None, now: int) -> tuple[int, dict[str, int | str], bytes | None]:
+    """SEND's `mq9-*` headers -> (priority, record meta, key). Raises Mq9Error on bad values."""
+    prio_text = _header(headers, b"mq9-priority")
+    prio = P_NORMAL
+    if prio_text:
+        if prio_text.lower() not in HEADER_PRIORITY:
+            raise Mq9Error(f"unknown mq9-priority {prio_text!r}: use critical, urgent or normal")
+        prio = HEADER_PRIORITY[prio_text.lower()]
+    meta: dict[str, int | str] = {"p": prio}
+    delay = _seconds(_header(headers, b"mq9-delay"), "mq9-delay")
+    if delay:
+        meta["vis"] = now + delay * 1000
+    ttl = _seconds(_header(headers, b"mq9-ttl"), "mq9-ttl")
+    if ttl is not None:
+        # counted from when the message becomes visible, so a delayed message is not born expired
+        meta["exp"] = now + (delay or 0) * 1000 + ttl * 1000
+    tags = _header(headers, b"mq9-tags")
+    if tags:
+        if len(tags.encode()) > MAX_TAGS_BYTES:
+            raise Mq9Error(f"mq9-tags is longer than {MAX_TAGS_BYTES} bytes")
+        parts = [t.strip() for t in tags.split(",") if t.strip()]
+        if len(parts) > MAX_TAGS:
+            raise Mq9Error(f"mq9-tags has {len(parts)} tags; at most {MAX_TAGS} are allowed")
+        if parts:
+            meta["tg"] = ",".join(parts)
+    key_text = _header(headers, b"mq9-key")
+    key = key_text.encode() if key_text else None
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        raise Mq9Error(f"mq9-key is longer than {MAX_KEY_BYTES} bytes")
+    return prio, meta, key
+
+
+def _tags(rec: Record) -> set[str]:
+    t = rec.meta.get("tg") if rec.meta else None
+    return set(str(t).split(",")) if t else set()
+
+
+def _entry(off: int, rec: Record) -> dict[str, Any]:
+    """One message as FETCH and QUERY show it: base64 payload (binary-safe), Unix-seconds time."""
+    return {"msg_id": off, "payload": base64.b64encode(rec.payload).decode(),
+            "priority": PRIORITIES[priority_of(rec)], "create_time": rec.ts // 1000}
+
+
+def split_addr_msg(rest: str) -> tuple[str, int]:
+    addr, dot, msg = rest.rpartition(".")
+    if not dot or not addr or not (msg.isascii() and msg.isdigit()):
+        raise Mq9Error("use $mq9.AI.MSG.DELETE.<mail_address>.<msg_id> with a numeric msg_id")
+    return addr, int(msg)
+
+
+class GroupState:
+    __slots__ = ("acked", "floor", "hi")
+
+    def __init__(self, floor: int, hi: int, acked: set[int]) -> None:
+        self.floor = floor
+        self.hi = hi
+        self.acked = acked
+
+
+class Upstream:
+    """FETCH, ACK and QUERY of upstream's dialect (SEND and DELETE share §4's code in handlers)."""
+
+    def __init__(self, log: SegmentLog, registry: MailboxRegistry) -> None:
+        self.log = log
+        self.registry = registry
+        self._groups: dict[tuple[str, str], GroupState] = {}
+
+    def mailbox(self, addr: str) -> Mailbox:
+        mb = self.registry.get(addr)
+        if mb is None:
+            raise Mq9Error(f"mailbox {addr} does not exist")
+        return mb
+
+    # ------------------------------------------------------------------ groups
+    def _group(self, mb: Mailbox, name: str) -> GroupState | None:
+        key = (mb.mail_id, name)
+        g = self._groups.get(key)
+        if g is None:
+            raw = self.log.get_meta(FETCH_NS, _gkey(mb.mail_id, name))
+            if raw is None:
+                return None
+            floor, hi, acked = _state_dec.decode(raw)
+            g = self._groups[key] = GroupState(floor, hi, set(acked))
+        return g
+
+    def _save(self, mb: Mailbox, name: str, g: GroupState) -> None:
+        self._groups[(mb.mail_id, name)] = g
+        self.log.put_meta(FETCH_NS, _gkey(mb.mail_id, name),
+                          _state_enc.encode((g.floor, g.hi, sorted(g.acked))))
+
+    def forget(self, mb: Mailbox) -> None:
+        """A mailbox expired: its groups' offsets go with its stream."""
+        for key in [k for k in self._groups if k[0] == mb.mail_id]:
+            del self._groups[key]
+        self.log.delete_meta_prefix(FETCH_NS, _gkey(mb.mail_id, ""))
+
+    def ack(self, addr: str, body: bytes) -> bytes:
+        mb = self.mailbox(addr)
+        req: AckRequest = _decode(body, AckRequest, "ack")
+        if req.mail_address is not None and req.mail_address != addr:
+            raise Mq9Error(f"mail_address {req.mail_address!r} does not match the subject's {addr!r}")
+        g = self._group(mb, req.group_name)
+        if g is None or req.msg_id > g.hi or req.msg_id < 0:
+            raise Mq9Error(f"msg_id {req.msg_id} was never fetched by group {req.group_name!r}")
+        if req.msg_id >= g.floor:
+            g.acked.add(req.msg_id)
+            stream = self.log.get_stream(mb.stream_name)
+            deleted = stream.deleted if stream is not None else ()
+            # the floor passes every acked (or deleted) offset, so the acked set stays small
+            while g.floor <= g.hi and (g.floor in g.acked or g.floor in deleted):
+                g.acked.discard(g.floor)
+                g.floor += 1
+            self._save(mb, req.group_name, g)
+        return ok({})
+
+    # ------------------------------------------------------------------ fetch
+    def _start(self, stream: Stream, req: FetchRequest) -> int:
+        if req.deliver == "earliest":
+            return stream.first_offset
+        if req.deliver == "from_time":
+            if req.from_time is None:
+                raise Mq9Error("deliver \"from_time\" needs \"from_time\" (Unix seconds)")
+            return self.log.offset_for_time(stream, req.from_time * 1000)
+        if req.deliver == "from_id":
+            if req.from_id is None or req.from_id < 0:
+                raise Mq9Error("deliver \"from_id\" needs a non-negative \"from_id\"")
+            return req.from_id
+        return stream.committed
+
+    def parse_fetch(self, body: bytes) -> FetchRequest:
+        req: FetchRequest = _decode(body, FetchRequest, "fetch")
+        if req.deliver not in DELIVER_POLICIES:
+            raise Mq9Error(f"unknown deliver policy {req.deliver!r}: use one of "
+                           f"{', '.join(DELIVER_POLICIES)}")
+        if not 1 <= req.config.num_msgs <= MAX_NUM_MSGS:
+            raise Mq9Error(f"config.num_msgs must be between 1 and {MAX_NUM_MSGS}")
+        if not 0 <= req.config.max_wait_ms <= MAX_WAIT_MS:
+            raise Mq9Error(f"config.max_wait_ms must be between 0 and {MAX_WAIT_MS}")
+        if req.group_name is not None and not req.group_name:
+            raise Mq9Error("group_name must not be empty")
+        return req
+
+    async def _collect(self, stream: Stream, start: int, n: int, skip: Callable[[int], bool]) -> tuple[
+            list[tuple[int, Record]], int | None]:
+        """Visible messages from `start`, in priority order, at most n; and when the next delayed
+        one becomes visible (ms), for the long poll. Priority order needs the whole range scanned
+        (a critical message may be the last one), so the scan yields to the loop between chunks."""
+        now = now_ms()
+        buckets: list[list[tuple[int, Record]]] = [[] for _ in PRIORITIES]
+        next_vis: int | None = None
+        scanned = 0
+        for off, rec in self.log.read(stream, start):
+            scanned += 1
+            if scanned % SCAN_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if skip(off):
+                continue
+            if hidden(rec, now):
+                vis = rec.meta.get("vis") if rec.meta else None
+                if vis is not None and int(vis) > now:
+                    next_vis = int(vis) if next_vis is None else min(next_vis, int(vis))
+                continue
+            b = buckets[priority_of(rec)]
+            if len(b) < n:
+                b.append((off, rec))
+        return _cap([e for b in buckets for e in b][:n]), next_vis
+
+    async def fetch(self, addr: str, req: FetchRequest) -> bytes:
+        mb = self.mailbox(addr)
+        stream = self.log.stream(mb.stream_name)
+        deadline = time.monotonic() + req.config.max_wait_ms / 1000
+        group = req.group_name
+        g = self._group(mb, group) if group is not None else None
+        if group is not None and (g is None or req.force_deliver):
+            # a new group (or a forced restart) starts where `deliver` says; nothing there is acked
+            g = GroupState(self._start(stream, req), -1, set())
+            g.hi = g.floor - 1
+            self._save(mb, group, g)
+        start = g.floor if g is not None else self._start(stream, req)
+        acked: set[int] = g.acked if g is not None else set()
+        while True:
+            if self.registry.get(addr) is not mb:
+                raise Mq9Error(f"mailbox {addr} does not exist")
+            msgs, next_vis = await self._collect(stream, start, req.config.num_msgs, acked.__contains__)
+            left = deadline - time.monotonic()
+            if msgs or left <= 0:
+                break
+            if next_vis is not None:
+                left = min(left, max(0.0, (next_vis - now_ms()) / 1000) + 0.001)
+            # wake on the next commit to this stream (or when a delayed message comes due)
+            await self.log.wait(stream, stream.committed, left)
+        if g is not None and group is not None and msgs:
+            hi = max(off for off, _ in msgs)
+            if hi > g.hi:
+                g.hi = hi
+                self._save(mb, group, g)
+        return ok({"messages": [_entry(off, rec) for off, rec in msgs]})
+
+    # ------------------------------------------------------------------ query
+    async def query(self, addr: str, body: bytes) -> bytes:
+        mb = self.mailbox(addr)
+        req: QueryRequest = _decode(body, QueryRequest, "query")
+        if not 1 <= req.limit <= MAX_NUM_MSGS:
+            raise Mq9Error(f"limit must be between 1 and {MAX_NUM_MSGS}")
+        tags = req.tags.split(",") if isinstance(req.tags, str) else req.tags or []
+        want = {t.strip() for t in tags}
+        want.discard("")
+        key = req.key.encode() if req.key is not None else None
+        since = req.since * 1000 if req.since is not None else None
+        stream = self.log.get_stream(mb.stream_name)
+        now = now_ms()
+        buckets: list[list[tuple[int, Record]]] = [[] for _ in PRIORITIES]
+        n = 0
+        if stream is not None:
+            for off, rec in self.log.read(stream):
+                n += 1
+                if n % SCAN_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a huge mailbox never stalls other clients
+                if hidden(rec, now) or (key is not None and rec.key != key):
+                    continue
+                if since is not None and rec.ts < since:
+                    continue
+                if want and not want <= _tags(rec):
+                    continue
+                b = buckets[priority_of(rec)]
+                if len(b) < req.limit:
+                    b.append((off, rec))
+        msgs = _cap([e for b in buckets for e in b][:req.limit])
+        return ok({"messages": [_entry(off, rec) for off, rec in msgs]})
+
+
+def _cap(msgs: list[tuple[int, Record]]) -> list[tuple[int, Record]]:
+    total = 0
+    for i, (_, rec) in enumerate(msgs):
+        total += len(rec.payload)
+        if i and total > MAX_REPLY_BYTES:
+            return msgs[:i]
+    return msgs
+
+
+def _gkey(mail_id: str, group: str) -> str:
+    return mail_id + "\x00" + group
+
+
+def reply_error(origin: Connection | None, reply: str | None, exc: Exception) -> None:
+    if reply and origin is not None and not origin.closed:
+        origin.reply(reply, _json.encode({"error": str(exc)}))

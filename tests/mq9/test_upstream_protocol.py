@@ -1,0 +1,293 @@
+"""SPEC §4b, upstream's current protocol (robustmq/mq9's protocol.md), with raw nats-py requests:
+every command is a request, every reply carries `error` (`""` on success); same mailboxes and log
+as §4's dialect, so the two see each other's messages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+from procs import RobustMQ
+
+from .helpers import (
+    CREATE,
+    collect,
+    connect,
+    create,
+    list_mailbox,
+    msg_id,
+    priority,
+    request_json,
+    send,
+    subscribe,
+    unique_name,
+)
+
+MSG = "$mq9.AI.MSG."
+
+
+def up_ok(reply: dict[str, Any]) -> dict[str, Any]:
+    assert reply.get("error") == "", f"expected an upstream success reply: {reply}"
+    return reply
+
+
+def up_error(reply: dict[str, Any], *words: str) -> str:
+    assert set(reply) == {"error"}, f"expected {{'error': ...}}, got {reply}"
+    text = reply["error"]
+    assert isinstance(text, str) and text.strip(), reply
+    for w in words:
+        assert w.lower() in text.lower(), f"error {text!r} should mention {w!r}"
+    return text
+
+
+async def up_create(nc: Any, name: str | None = None, ttl: int = 60) -> str:
+    body: dict[str, Any] = {"ttl": ttl}
+    if name is not None:
+        body["name"] = name
+    reply = await request_json(nc, CREATE, body)
+    if name is not None:
+        up_ok(reply)
+    assert reply["mail_address"] == reply["mail_id"], reply
+    return str(reply["mail_address"])
+
+
+async def up_send(nc: Any, addr: str, payload: bytes = b"x", **hdrs: str) -> int:
+    headers = {f"mq9-{k}": v for k, v in hdrs.items()}
+    reply = up_ok(await request_json(nc, f"{MSG}SEND.{addr}", payload, headers=headers or None))
+    assert set(reply) == {"error", "msg_id"}, reply
+    return int(reply["msg_id"])
+
+
+async def fetch(nc: Any, addr: str, timeout: float = 5.0, **body: Any) -> list[dict[str, Any]]:
+    reply = up_ok(await request_json(nc, f"{MSG}FETCH.{addr}", body, timeout=timeout))
+    return list(reply["messages"])
+
+
+def payloads(msgs: list[dict[str, Any]]) -> list[bytes]:
+    return [base64.b64decode(m["payload"]) for m in msgs]
+
+
+async def test_create_both_dialects(server) -> None:
+    nc = await connect(server.nats_url)
+    name = unique_name("up")
+    r = up_ok(await request_json(nc, CREATE, {"name": name, "ttl": 60}))
+    assert r["mail_address"] == r["mail_id"] == name
+    # upstream's create refuses an existing name; §4's public create of the same name is idempotent
+    up_error(await request_json(nc, CREATE, {"name": name}), "exists")
+    r2 = await request_json(nc, CREATE, {"name": unique_name("pub"), "public": True})
+    assert "error" not in r2 and r2["is_new"] is True and r2["mail_address"] == r2["mail_id"]
+    # a plain {"ttl"} is both dialects' private create: no `error` key (§4 clients raise on it)
+    r3 = await request_json(nc, CREATE, {"ttl": 30})
+    assert "error" not in r3 and r3["mail_id"].startswith("mail-") and r3["mail_address"] == r3["mail_id"]
+    for bad in (b"{", b'{"name": 5}', b'{"name": "Bad Name"}', b'{"name": "x", "ttl": -1}'):
+        up_error(await request_json(nc, CREATE, bad))
+    await nc.close()
+
+
+async def test_send_fetch_priority_order_and_base64(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    ids = [await up_send(nc, addr, b"n1"), await up_send(nc, addr, b"\x00\xffbin", priority="critical"),
+           await up_send(nc, addr, b"u1", priority="urgent"), await up_send(nc, addr, b"l1", priority="low"),
+           await up_send(nc, addr, b"h1", priority="high")]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    msgs = await fetch(nc, addr, deliver="earliest")
+    assert payloads(msgs) == [b"\x00\xffbin", b"u1", b"h1", b"n1", b"l1"]
+    assert [m["priority"] for m in msgs] == ["critical", "urgent", "urgent", "normal", "low"]
+    assert all(abs(m["create_time"] - time.time()) < 60 for m in msgs)
+    # a `mail-…` id works as an address too
+    mid = await create(nc, ttl=60)
+    await up_send(nc, mid, b"to-private")
+    assert payloads(await fetch(nc, mid, deliver="earliest")) == [b"to-private"]
+    await nc.close()
+
+
+async def test_send_bad_input(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    subj = f"{MSG}SEND.{addr}"
+    for hdrs, word in (({"mq9-delay": "-1"}, "mq9-delay"), ({"mq9-ttl": "-5"}, "mq9-ttl"),
+                       ({"mq9-ttl": "1.5"}, "mq9-ttl"), ({"mq9-delay": "soon"}, "mq9-delay"),
+                       ({"mq9-priority": "whenever"}, "priority"),
+                       ({"mq9-tags": ",".join(f"t{i}" for i in range(10_000))}, "mq9-tags"),
+                       ({"mq9-tags": ",".join(f"t{i}" for i in range(65))}, "tags")):
+        up_error(await request_json(nc, subj, b"x", headers=hdrs), word)
+    up_error(await request_json(nc, f"{MSG}SEND.nobody.here", b"x"), "does not exist")
+    assert await fetch(nc, addr, deliver="earliest") == []
+    await nc.close()
+
+
+async def test_key_delay_ttl_tags_and_query(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    await up_send(nc, addr, b"v1", key="state")
+    await up_send(nc, addr, b"other", tags="a,b")
+    last = await up_send(nc, addr, b"v2", key="state", tags="a")
+    assert await up_send(nc, addr, b"later", delay="1") == -1
+    await up_send(nc, addr, b"short", ttl="1")
+    assert payloads(await fetch(nc, addr, deliver="earliest")) == [b"other", b"v2", b"short"]
+    q = up_ok(await request_json(nc, f"{MSG}QUERY.{addr}", {"key": "state"}))["messages"]
+    assert [(m["msg_id"], base64.b64decode(m["payload"])) for m in q] == [(last, b"v2")]
+    q = up_ok(await request_json(nc, f"{MSG}QUERY.{addr}", {"tags": ["a"]}))["messages"]
+    assert payloads(q) == [b"other", b"v2"]
+    q = up_ok(await request_json(nc, f"{MSG}QUERY.{addr}", {"tags": ["a", "b"], "limit": 5}))
+    assert payloads(q["messages"]) == [b"other"]
+    await asyncio.sleep(1.3)
+    assert payloads(await fetch(nc, addr, deliver="earliest")) == [b"other", b"v2", b"later"]
+    # LIST and QUERY agree on what the mailbox holds
+    listed = [m["msg_id"] for m in await list_mailbox(nc, addr)]
+    queried = [m["msg_id"] for m in up_ok(await request_json(nc, f"{MSG}QUERY.{addr}", {}))["messages"]]
+    assert listed == queried
+    for bad in (b"{", b'{"limit": 0}', b'{"key": 5}', b'{"since": "yesterday"}'):
+        up_error(await request_json(nc, f"{MSG}QUERY.{addr}", bad))
+    await nc.close()
+
+
+async def test_fetch_bad_input(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    subj = f"{MSG}FETCH.{addr}"
+    for bad, word in ((b"{", "json"), (b'{"deliver": "sometimes"}', "deliver"),
+                      (b'{"group_name": 7}', "group_name"), (b'{"config": {"num_msgs": 0}}', "num_msgs"),
+                      (b'{"config": {"max_wait_ms": 3600000}}', "max_wait_ms"),
+                      (b'{"deliver": "from_id"}', "from_id"), (b'{"deliver": "from_time"}', "from_time")):
+        up_error(await request_json(nc, subj, bad), word)
+    up_error(await request_json(nc, f"{MSG}FETCH.nobody.here", b"{}"), "does not exist")
+    await nc.close()
+
+
+async def test_stateless_deliver_policies(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    ids = [await up_send(nc, addr, b"m%d" % i) for i in range(4)]
+    assert payloads(await fetch(nc, addr, deliver="from_id", from_id=ids[2])) == [b"m2", b"m3"]
+    assert len(await fetch(nc, addr, deliver="from_time", from_time=int(time.time()) - 60)) == 4
+    assert await fetch(nc, addr, deliver="from_time", from_time=int(time.time()) + 60,
+                       config={"max_wait_ms": 0}) == []
+    # latest (the default): only what arrives from now on, so an idle fetch times out empty
+    t0 = time.monotonic()
+    assert await fetch(nc, addr, config={"max_wait_ms": 200}) == []
+    assert time.monotonic() - t0 >= 0.18
+    assert len(await fetch(nc, addr, deliver="earliest", config={"num_msgs": 3})) == 3
+    await nc.close()
+
+
+async def test_long_poll_wakes_on_new_message(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    t0 = time.monotonic()
+    waiting = asyncio.create_task(fetch(nc, addr, timeout=10, group_name="g",
+                                        config={"max_wait_ms": 5000}))
+    await asyncio.sleep(0.3)
+    sent = await up_send(nc, addr, b"wake")
+    msgs = await waiting
+    assert [m["msg_id"] for m in msgs] == [sent] and payloads(msgs) == [b"wake"]
+    assert time.monotonic() - t0 < 3, "the long poll should end when the message arrives"
+    await nc.close()
+
+
+async def test_group_ack_at_least_once(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    ids = [await up_send(nc, addr, b"a"), await up_send(nc, addr, b"b", priority="critical")]
+    first = await fetch(nc, addr, group_name="w", deliver="earliest")
+    assert [m["msg_id"] for m in first] == [ids[1], ids[0]]
+    # not acked: handed out again
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="w")] == [ids[1], ids[0]]
+    ack = f"{MSG}ACK.{addr}"
+    assert await request_json(nc, ack, {"group_name": "w", "mail_address": addr, "msg_id": ids[1]}) \
+        == {"error": ""}
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="w")] == [ids[0]]
+    up_ok(await request_json(nc, ack, {"group_name": "w", "mail_address": addr, "msg_id": ids[0]}))
+    assert await fetch(nc, addr, group_name="w", config={"max_wait_ms": 0}) == []
+    # another group has its own offset
+    assert len(await fetch(nc, addr, group_name="other", deliver="earliest")) == 2
+    up_error(await request_json(nc, ack, {"group_name": "w", "mail_address": addr, "msg_id": 99}),
+             "never fetched")
+    up_error(await request_json(nc, ack, {"group_name": "nobody", "msg_id": 0}), "never fetched")
+    up_error(await request_json(nc, ack, {"group_name": "w", "msg_id": "x"}), "msg_id")
+    up_error(await request_json(nc, ack, b"{"), "json")
+    await nc.close()
+
+
+async def test_delete(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    mid = await up_send(nc, addr, b"gone")
+    assert await request_json(nc, f"{MSG}DELETE.{addr}.{mid}") == {"error": "", "deleted": True}
+    assert await request_json(nc, f"{MSG}DELETE.{addr}.{mid}") == {"error": "", "deleted": False}
+    assert await fetch(nc, addr, deliver="earliest", config={"max_wait_ms": 0}) == []
+    up_error(await request_json(nc, f"{MSG}DELETE.{addr}.x"), "msg_id")
+    await nc.close()
+
+
+async def test_cross_dialect(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    up_id = await up_send(nc, addr, b"from-upstream", priority="critical")
+    seed_id = await send(nc, addr, b"from-seed", "urgent")
+    got = await collect(nc, f"$mq9.AI.MAILBOX.MSG.{addr}.*", n=2)
+    assert [(m.data, msg_id(m), priority(m)) for m in got] == [
+        (b"from-upstream", up_id, "critical"), (b"from-seed", seed_id, "urgent")]
+    msgs = await fetch(nc, addr, deliver="earliest")
+    assert [(m["msg_id"], m["priority"]) for m in msgs] == [(up_id, "critical"), (seed_id, "urgent")]
+    listed = await list_mailbox(nc, addr)
+    assert [(m["msg_id"], m["priority"]) for m in listed] == [(up_id, "critical"), (seed_id, "urgent")]
+    await nc.close()
+
+
+async def test_group_offset_survives_restart(fresh_server: RobustMQ) -> None:
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    addr = await up_create(nc, unique_name("up"), ttl=3600)
+    ids = [await up_send(nc, addr, b"m%d" % i) for i in range(3)]
+    assert len(await fetch(nc, addr, group_name="g", deliver="earliest")) == 3
+    up_ok(await request_json(nc, f"{MSG}ACK.{addr}", {"group_name": "g", "msg_id": ids[0]}))
+    await nc.close()
+    fresh_server.restart()
+    nc = await connect(fresh_server.nats_url)
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g")] == ids[1:]
+    # handed out before the restart: ACK still knows it was fetched
+    up_ok(await request_json(nc, f"{MSG}ACK.{addr}", {"group_name": "g", "msg_id": ids[2]}))
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g")] == [ids[1]]
+    await nc.close()
+
+
+@pytest.mark.parametrize("body", [b"[]", b"null", b'"x"'])
+async def test_non_object_bodies(server, body: bytes) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    for cmd in ("FETCH", "QUERY", "ACK"):
+        reply = json.loads((await nc.request(f"{MSG}{cmd}.{addr}", body, timeout=3)).data)
+        up_error(reply)
+    await nc.close()
+
+
+async def test_fetch_reply_is_bounded_in_bytes(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    ids = [await up_send(nc, addr, bytes([i]) * 300_000) for i in range(3)]
+    got = await fetch(nc, addr, deliver="earliest")
+    assert [m["msg_id"] for m in got] == ids[:1], "about 512 KiB per reply; the first always goes"
+    assert [m["msg_id"] for m in await fetch(nc, addr, deliver="from_id", from_id=ids[1])] == ids[1:2]
+    await nc.close()
+
+
+async def test_delayed_send_is_pushed_to_seed_subscriber_when_due(server) -> None:
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("up"))
+    inbox = await subscribe(nc, f"$mq9.AI.MAILBOX.MSG.{addr}.*")
+    t0 = time.monotonic()
+    assert await up_send(nc, addr, b"later", delay="1", priority="urgent") == -1
+    await asyncio.sleep(0.5)
+    assert inbox.msgs == [], "a delayed message is invisible until due"
+    assert await list_mailbox(nc, addr) == []
+    msgs = await inbox.wait_for(1, timeout=3)
+    assert time.monotonic() - t0 >= 0.9
+    assert [(m.data, priority(m)) for m in msgs] == [(b"later", "urgent")]
+    assert [m["msg_id"] for m in await list_mailbox(nc, addr)] == [msg_id(msgs[0])]
+    await nc.close()
