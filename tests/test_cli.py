@@ -80,7 +80,7 @@ def test_create_public_mailbox_twice(server: Any) -> None:
     name = unique_name("cli.queue")
     (first,) = json_lines(cli("mailbox", "create", "--public", "--name", name, "--desc", "Task queue",
                               "--ttl", "300", "--json", server=server))
-    assert first == {"mail_id": name, "is_new": True}
+    assert first == {"mail_id": name, "mail_address": name, "is_new": True}  # both dialects
     out = ok(cli("mailbox", "create", "--public", "--name", name, "--desc", "other", server=server))
     assert f"mail_id: {name}" in out and re.search(r"is_new:\s+false", out), out
 
