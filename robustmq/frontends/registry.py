@@ -8,8 +8,9 @@ path and the registry only sums them when asked.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class SubscriptionInfo(Protocol):
@@ -120,3 +121,51 @@ class FrontEndRegistry:
         for fe in self:
             for conn in list(fe.connections()):
                 yield fe, conn
+
+
+class CountedConnection(Protocol):
+    cid: int
+    msgs_in: int
+    msgs_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+C = TypeVar("C", bound=CountedConnection)
+
+
+class ConnectionTable(Generic[C]):
+    """A front-end's open connections by id, and the counters of those that have closed, so that
+    totals since start are the closed sums plus the live connections' own counters."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, C] = {}
+        self.total_connections = 0  # accepted since start
+        self._cids = itertools.count(1)
+        self._closed = [0, 0, 0, 0]  # msgs_in, msgs_out, bytes_in, bytes_out
+
+    def add(self, conn: C) -> int:
+        cid = next(self._cids)
+        self.conns[cid] = conn
+        self.total_connections += 1
+        return cid
+
+    def remove(self, conn: C) -> bool:
+        if self.conns.pop(conn.cid, None) is not conn:
+            return False
+        closed = self._closed
+        closed[0] += conn.msgs_in
+        closed[1] += conn.msgs_out
+        closed[2] += conn.bytes_in
+        closed[3] += conn.bytes_out
+        return True
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """(msgs_in, msgs_out, bytes_in, bytes_out) over every connection since start."""
+        mi, mo, bi, bo = self._closed
+        for c in self.conns.values():
+            mi += c.msgs_in
+            mo += c.msgs_out
+            bi += c.bytes_in
+            bo += c.bytes_out
+        return mi, mo, bi, bo

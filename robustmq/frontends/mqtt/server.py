@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import logging
 import time
 from collections.abc import Collection
@@ -14,6 +13,7 @@ from robustmq.config import Config
 from robustmq.frontends.mqtt.persistent import SessionState, load_sessions
 from robustmq.frontends.mqtt.retained import RetainedStore
 from robustmq.frontends.mqtt.session import MqttSession
+from robustmq.frontends.registry import ConnectionTable
 from robustmq.routing.router import Router
 
 log = logging.getLogger("robustmq.mqtt")
@@ -27,16 +27,14 @@ class MqttServer:
     def __init__(self, cfg: Config, router: Router) -> None:
         self.cfg = cfg
         self.router = router
-        self.conns: dict[int, MqttSession] = {}
+        self.table: ConnectionTable[MqttSession] = ConnectionTable()
+        self.conns = self.table.conns  # open connections by id
         self.clients: dict[str, MqttSession] = {}  # client id -> its connected session
         self.retained = RetainedStore(router.log)
         # persistent sessions (clean session 0 / session expiry > 0), connected or not
         self.sessions: dict[str, SessionState] = {}
-        self._cids = itertools.count(1)
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
-        self.total_connections = 0
-        self.closed_msgs_in = self.closed_msgs_out = self.closed_bytes_in = self.closed_bytes_out = 0
         self.port = cfg.mqtt_port
         self._server: asyncio.base_events.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -57,17 +55,14 @@ class MqttServer:
 
     # ------------------------------------------------------------------ registry
     def register(self, conn: MqttSession) -> int:
-        cid = next(self._cids)
-        self.conns[cid] = conn
-        self.total_connections += 1
-        return cid
+        return self.table.add(conn)
+
+    @property
+    def total_connections(self) -> int:
+        return self.table.total_connections
 
     def unregister(self, conn: MqttSession) -> None:
-        if self.conns.pop(conn.cid, None) is conn:
-            self.closed_msgs_in += conn.msgs_in
-            self.closed_msgs_out += conn.msgs_out
-            self.closed_bytes_in += conn.bytes_in
-            self.closed_bytes_out += conn.bytes_out
+        self.table.remove(conn)
         if conn.name and self.clients.get(conn.name) is conn:
             del self.clients[conn.name]
 
@@ -89,14 +84,7 @@ class MqttServer:
     # ------------------------------------------------------------------ monitoring
     def totals(self) -> tuple[int, int, int, int]:
         """(msgs_in, msgs_out, bytes_in, bytes_out) over every connection since start."""
-        mi, mo = self.closed_msgs_in, self.closed_msgs_out
-        bi, bo = self.closed_bytes_in, self.closed_bytes_out
-        for c in self.conns.values():
-            mi += c.msgs_in
-            mo += c.msgs_out
-            bi += c.bytes_in
-            bo += c.bytes_out
-        return mi, mo, bi, bo
+        return self.table.totals()
 
     def connections(self) -> Collection[MqttSession]:
         return self.conns.values()

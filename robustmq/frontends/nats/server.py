@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import logging
 import secrets
 from collections.abc import Collection
@@ -14,6 +13,7 @@ import msgspec
 from robustmq import __version__
 from robustmq.config import Config
 from robustmq.frontends.nats.session import NatsSession
+from robustmq.frontends.registry import ConnectionTable
 from robustmq.routing.router import Router
 
 log = logging.getLogger("robustmq.nats")
@@ -28,14 +28,11 @@ class NatsServer:
     def __init__(self, cfg: Config, router: Router) -> None:
         self.cfg = cfg
         self.router = router
-        self.conns: dict[int, NatsSession] = {}
-        self._cids = itertools.count(1)
+        self.table: ConnectionTable[NatsSession] = ConnectionTable()
+        self.conns = self.table.conns  # open connections by id
         self.server_id = "N" + secrets.token_hex(16).upper()[:55]
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
-        self.total_connections = 0
-        # counters of connections that have closed; live ones are summed from their sessions
-        self.closed_msgs_in = self.closed_msgs_out = self.closed_bytes_in = self.closed_bytes_out = 0
         self._server: asyncio.base_events.Server | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._info_base: dict[str, object] = {}
@@ -73,28 +70,18 @@ class NatsServer:
         return b"INFO " + msgspec.json.encode(info) + b"\r\n"
 
     def register(self, conn: NatsSession) -> int:
-        cid = next(self._cids)
-        self.conns[cid] = conn
-        self.total_connections += 1
-        return cid
+        return self.table.add(conn)
+
+    @property
+    def total_connections(self) -> int:
+        return self.table.total_connections
 
     def unregister(self, conn: NatsSession) -> None:
-        if self.conns.pop(conn.cid, None) is conn:
-            self.closed_msgs_in += conn.msgs_in
-            self.closed_msgs_out += conn.msgs_out
-            self.closed_bytes_in += conn.bytes_in
-            self.closed_bytes_out += conn.bytes_out
+        self.table.remove(conn)
 
     def totals(self) -> tuple[int, int, int, int]:
         """(msgs_in, msgs_out, bytes_in, bytes_out) over every connection since start."""
-        mi, mo = self.closed_msgs_in, self.closed_msgs_out
-        bi, bo = self.closed_bytes_in, self.closed_bytes_out
-        for c in self.conns.values():
-            mi += c.msgs_in
-            mo += c.msgs_out
-            bi += c.bytes_in
-            bo += c.bytes_out
-        return mi, mo, bi, bo
+        return self.table.totals()
 
     def connections(self) -> Collection[NatsSession]:
         """The open connections (a live view), for monitoring."""
