@@ -285,12 +285,9 @@ def test_v5_user_properties_round_trip(port: int) -> None:
             c.close()
 
 
-def test_v5_publish_properties_forwarded(broker: str, port: int, request: pytest.FixtureRequest) -> None:
+def test_v5_publish_properties_forwarded(broker: str, port: int) -> None:
     """MQTT 5 §3.3.2.3: Payload Format Indicator, Content Type, Response Topic and Correlation Data
     reach the subscriber unaltered; Message Expiry Interval is forwarded (less the time it waited)."""
-    if broker == "robustmq":  # a known gap (issue 13); strict: the suite fails once it is closed
-        request.applymarker(pytest.mark.xfail(strict=True, reason="robustmq forwards only the Response "
-                                              "Topic of a PUBLISH's v5 properties"))
     topic = f"{uniq('props')}/t"
     sub = Paho(port, V5, uniq("sub"))
     pub = Paho(port, V5, uniq("pub"))
@@ -313,4 +310,26 @@ def test_v5_publish_properties_forwarded(broker: str, port: int, request: pytest
         assert ok, (seen, expiry)
     finally:
         sub.close()
+        pub.close()
+
+
+def test_v5_expired_retained_message_is_not_delivered(broker: str, port: int) -> None:
+    """MQTT 5 §3.3.2.3.3: a retained message whose Message Expiry Interval has passed is not sent to a
+    new subscriber; one still within it is, with the remaining interval."""
+    root = uniq("exp")
+    pub = Paho(port, V5, uniq("pub"))
+    try:
+        for leaf, seconds in (("short", 1), ("long", 60)):
+            props = PahoProperties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = seconds
+            pub.c.publish(f"{root}/{leaf}", leaf.encode(), 1, True, props).wait_for_publish(5)
+        time.sleep(2.2)
+        sub = Paho(port, V5, uniq("sub"))
+        sub.subscribe(f"{root}/#", 1)
+        m = sub.next()
+        assert (m.topic, m.payload, m.retain) == (f"{root}/long", b"long", True)
+        assert 55 <= m.properties.MessageExpiryInterval <= 60
+        assert sub.nothing(0.5)
+        sub.close()
+    finally:
         pub.close()

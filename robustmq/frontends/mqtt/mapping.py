@@ -8,7 +8,13 @@ so there a `.` inside a level stays a `.` instead of becoming `//` (which no mq9
 
 from __future__ import annotations
 
+import base64
+import binascii
+from typing import NamedTuple
+
+from robustmq.frontends.mqtt.properties import Properties
 from robustmq.frontends.mqtt.topics import filter_to_subjects, subject_to_topic, topic_to_subject
+from robustmq.routing.contract import Headers
 
 MQ9_TOPIC_PREFIX = "$mq9/"
 _NO_SUBJECT_CHARS = frozenset(" \t\r\n\f\v")
@@ -48,3 +54,67 @@ def filter_subjects(filter_: str) -> list[str] | None:
 def delivery_topic(subject: str) -> str:
     """The MQTT topic a message on `subject` is delivered as."""
     return subject_to_topic(subject)
+
+
+# MQTT 5 PUBLISH properties that have no neutral field travel as headers with these reserved names
+# (so a NATS subscriber sees them too, and a record in the log keeps them for a later delivery).
+# Correlation data is binary, so it goes as base64; the expiry is an absolute deadline in ms.
+H_CONTENT_TYPE = b"mqtt-content-type"
+H_CORRELATION = b"mqtt-correlation-data"
+H_PAYLOAD_FORMAT = b"mqtt-payload-format"
+H_EXPIRES_MS = b"mqtt-expires-ms"
+_RESERVED = frozenset((H_CONTENT_TYPE, H_CORRELATION, H_PAYLOAD_FORMAT, H_EXPIRES_MS))
+
+
+def properties_to_headers(props: Properties, now_ms: int) -> Headers | None:
+    """A PUBLISH's user properties and message properties as neutral headers."""
+    out: Headers = [(k.encode(), v.encode()) for k, v in props.user_properties
+                    if k.encode().lower() not in _RESERVED]
+    if props.content_type is not None:
+        out.append((H_CONTENT_TYPE, props.content_type.encode()))
+    if props.correlation_data is not None:
+        out.append((H_CORRELATION, base64.b64encode(props.correlation_data)))
+    if props.payload_format_indicator is not None:
+        out.append((H_PAYLOAD_FORMAT, b"%d" % props.payload_format_indicator))
+    if props.message_expiry_interval is not None:
+        out.append((H_EXPIRES_MS, b"%d" % (now_ms + props.message_expiry_interval * 1000)))
+    return out or None
+
+
+class MessageProperties(NamedTuple):
+    user: tuple[tuple[str, str], ...]
+    content_type: str | None
+    correlation_data: bytes | None
+    payload_format: int | None
+    expiry_s: int | None  # what is left of the Message Expiry Interval
+    expired: bool
+
+
+NO_MESSAGE_PROPERTIES = MessageProperties((), None, None, None, None, False)
+
+
+def headers_to_properties(headers: Headers | None, now_ms: int) -> MessageProperties:
+    """Neutral headers -> user properties plus the reserved message properties (v5 delivery)."""
+    if not headers:
+        return NO_MESSAGE_PROPERTIES
+    user: list[tuple[str, str]] = []
+    content_type = correlation = fmt = expiry = None
+    expired = False
+    for k, v in headers:
+        name = k.lower()
+        try:
+            if name == H_CONTENT_TYPE:
+                content_type = v.decode()
+            elif name == H_CORRELATION:
+                correlation = base64.b64decode(v, validate=True)
+            elif name == H_PAYLOAD_FORMAT:
+                fmt = int(v) if v in (b"0", b"1") else None
+            elif name == H_EXPIRES_MS:
+                left_ms = int(v) - now_ms
+                expired = left_ms <= 0
+                expiry = max(0, (left_ms + 999) // 1000)
+            else:
+                user.append((k.decode(errors="replace"), v.decode(errors="replace")))
+        except (ValueError, binascii.Error):  # a NATS publisher's malformed value: pass it as a user property
+            user.append((k.decode(errors="replace"), v.decode(errors="replace")))
+    return MessageProperties(tuple(user), content_type, correlation, fmt, expiry, expired)

@@ -24,7 +24,13 @@ from robustmq.frontends.mqtt.codec import (
     MqttParser,
     serialize,
 )
-from robustmq.frontends.mqtt.mapping import delivery_topic, filter_subjects, publish_subject
+from robustmq.frontends.mqtt.mapping import (
+    delivery_topic,
+    filter_subjects,
+    headers_to_properties,
+    properties_to_headers,
+    publish_subject,
+)
 from robustmq.frontends.mqtt.packets import (
     MQTT_5,
     MQTT_311,
@@ -329,9 +335,7 @@ class MqttSession(asyncio.Protocol):
         if subject is None:
             code = reasons.TOPIC_NAME_INVALID  # 3.1.1 cannot say it: acknowledged and dropped
         else:
-            headers: Headers | None = None
-            if props.user_properties:
-                headers = [(k.encode(), v.encode()) for k, v in props.user_properties]
+            headers = properties_to_headers(props, _now_ms())
             reply = publish_subject(props.response_topic) if props.response_topic else None
             self._refused = None
             receipt = self._route(topic, subject, ev.payload, qos, ev.retain, headers, reply)
@@ -377,9 +381,7 @@ class MqttSession(asyncio.Protocol):
         subject = publish_subject(will.topic)
         if subject is None:
             return
-        headers: Headers | None = None
-        if will.properties.user_properties:
-            headers = [(k.encode(), v.encode()) for k, v in will.properties.user_properties]
+        headers = properties_to_headers(will.properties, _now_ms())
         try:
             self._route(will.topic, subject, will.payload, will.qos, will.retain, headers, None)
         except Exception:  # a will must not break the close of its connection
@@ -394,8 +396,9 @@ class MqttSession(asyncio.Protocol):
             codes.append(self._add_subscription(req, sub_id, retained))
         self.send(SubAck(ev.packet_id, tuple(codes)))
         for sub, topic, payload, qos, headers in retained:
-            if not self.closed:
-                self._send_publish(topic, payload, min(qos, sub.qos), True, self._props(headers, None, sub))
+            props = self._props(headers, None, sub)
+            if not self.closed and props is not None:
+                self._send_publish(topic, payload, min(qos, sub.qos), True, props)
 
     def _add_subscription(self, req: SubRequest, sub_id: int | None,
                           retained: list[tuple[MqttSubscription, str, bytes, int, Headers | None]]) -> int:
@@ -471,8 +474,10 @@ class MqttSession(asyncio.Protocol):
         if sub._subject is not subject:
             sub._subject = subject
             sub._topic = delivery_topic(subject)
+        props = self._props(headers, reply, sub)
+        if props is None:
+            return  # its Message Expiry Interval has passed: never delivered (MQTT 5 3.3.2.3.3)
         sub.delivered += 1
-        props = self._props(headers, reply, sub) if self.proto == MQTT_5 else NO_PROPERTIES
         self._send_publish(sub._topic, payload, qos, retain, props)
 
     def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
@@ -512,14 +517,21 @@ class MqttSession(asyncio.Protocol):
         t = self.transport
         return self._out_size + self._queued_bytes + (t.get_write_buffer_size() if t is not None else 0)
 
-    def _props(self, headers: Headers | None, reply: str | None, sub: MqttSubscription) -> Properties:
-        if self.proto != MQTT_5 or (headers is None and reply is None and sub.sub_id is None):
+    def _props(self, headers: Headers | None, reply: str | None, sub: MqttSubscription) -> Properties | None:
+        """The v5 properties a delivery carries; None when the message has expired."""
+        if headers is None and reply is None and sub.sub_id is None:
             return NO_PROPERTIES
-        user = tuple((k.decode(errors="replace"), v.decode(errors="replace"))
-                     for k, v in headers) if headers else ()
-        return Properties(response_topic=delivery_topic(reply) if reply else None,
+        m = headers_to_properties(headers, _now_ms())
+        if m.expired:
+            return None
+        if self.proto != MQTT_5:
+            return NO_PROPERTIES
+        return Properties(payload_format_indicator=m.payload_format, message_expiry_interval=m.expiry_s,
+                          content_type=m.content_type,
+                          response_topic=delivery_topic(reply) if reply else None,
+                          correlation_data=m.correlation_data,
                           subscription_ids=(sub.sub_id,) if sub.sub_id is not None else (),
-                          user_properties=user)
+                          user_properties=m.user)
 
     def _send_publish(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> None:
         if qos == 0:
@@ -620,6 +632,7 @@ class MqttSession(asyncio.Protocol):
         while st.pending and len(self._inflight) < self._window and not self.closed:
             seq, e = st.pending[0]
             payload, user = e.payload, e.user
+            m = None
             if e.stream is not None:
                 if not lg.stream_exists(e.stream):
                     st.pending.popleft()
@@ -638,13 +651,21 @@ class MqttSession(asyncio.Protocol):
                     continue
                 rec = recs[0][1]
                 payload = rec.payload
-                if rec.headers:
-                    user = [(k.decode(errors="replace"), v.decode(errors="replace")) for k, v in rec.headers]
+                m = headers_to_properties(rec.headers, _now_ms())
+                if m.expired:  # its Message Expiry Interval passed while the session was away
+                    st.pending.popleft()
+                    st.remove(seq)
+                    continue
+                user = list(m.user)
             st.pending.popleft()
             props = NO_PROPERTIES
-            if self.proto == MQTT_5 and (user or e.sub_ids or e.response):
+            if self.proto == MQTT_5 and (user or e.sub_ids or e.response or m is not None):
                 props = Properties(response_topic=e.response, subscription_ids=tuple(e.sub_ids),
-                                   user_properties=tuple(user or ()))
+                                   user_properties=tuple(user or ()),
+                                   payload_format_indicator=m.payload_format if m else None,
+                                   message_expiry_interval=m.expiry_s if m else None,
+                                   content_type=m.content_type if m else None,
+                                   correlation_data=m.correlation_data if m else None)
             out = Outgoing(e.topic, payload or b"", e.qos, e.retain, props)
             out.seq = seq
             pid = self._send_inflight(out, bool(e.pid), e.pid)
@@ -747,3 +768,6 @@ class MqttSession(asyncio.Protocol):
         self._shutting_down = True  # the log closes right after: wills are not published now
         self._close(reasons.SERVER_SHUTTING_DOWN)
 
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
