@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from procs import RobustMQ, free_port, wait_port  # noqa: E402 - after the sys.path lines
 
+sys.path.insert(0, str(ROOT / "bench"))
+from bench import Target, cpu_seconds, rss_peak_mb  # noqa: E402 - the NATS benchmark's helpers
 from robustmq.frontends.mqtt.codec import serialize  # noqa: E402
 from robustmq.frontends.mqtt.packets import MQTT_311, Connect, Subscribe, Subscription  # noqa: E402
 from robustmq.frontends.mqtt.writer import encode_publish  # noqa: E402
@@ -54,34 +56,6 @@ SERVERS = ("robustmq", "mosquitto", "amqtt")
 def payload(i: int) -> bytes:
     """128 bytes carrying the message's index, so every delivery is accounted for by index."""
     return b"%08d" % i + b"x" * (PAYLOAD_SIZE - 8)
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def rss_peak_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-# --------------------------------------------------------------------------- servers
-
-@dataclass
-class Target:
-    name: str
-    port: int
-    pid: int
-    stop: Callable[[], None]
 
 
 class _Proc:
