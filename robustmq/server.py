@@ -15,6 +15,7 @@ from robustmq.frontends.mq9 import Mq9Layer
 from robustmq.frontends.mq9 import attach as attach_mq9
 from robustmq.frontends.mqtt.server import MqttServer
 from robustmq.frontends.nats.server import NatsServer
+from robustmq.frontends.outbound import OutboundBudget
 from robustmq.frontends.registry import FrontEndRegistry
 from robustmq.http.monitor import MonitorServer
 from robustmq.routing.router import Router
@@ -43,7 +44,9 @@ class Broker:
             writer_thread=cfg.durability == "fsync",  # see SegmentLog: wal writes are cheap inline
         )
         self.router = Router(self.log, cfg.ephemeral_subjects)
-        self.nats = NatsServer(cfg, self.router)
+        # outbound bytes of all connections of every front-end together (SPEC §8: bounded in total)
+        self.outbound = OutboundBudget(cfg.max_pending_total)
+        self.nats = NatsServer(cfg, self.router, self.outbound)
         self.frontends = FrontEndRegistry()  # the listeners that run, for monitoring
         self.mq9: Mq9Layer | None = None
         self.http: MonitorServer | None = None

@@ -13,6 +13,7 @@ import msgspec
 from robustmq import __version__
 from robustmq.config import Config
 from robustmq.frontends.nats.session import NatsSession
+from robustmq.frontends.outbound import OutboundBudget
 from robustmq.frontends.registry import ConnectionTable
 from robustmq.routing.router import Router
 
@@ -25,7 +26,7 @@ PROTOCOL_VERSION = "2.10.0"
 class NatsServer:
     protocol = "nats"  # its name in the front-end registry (monitoring's `protocol` label)
 
-    def __init__(self, cfg: Config, router: Router) -> None:
+    def __init__(self, cfg: Config, router: Router, budget: OutboundBudget | None = None) -> None:
         self.cfg = cfg
         self.router = router
         self.table: ConnectionTable[NatsSession] = ConnectionTable()
@@ -37,10 +38,8 @@ class NatsServer:
         self._pinger: asyncio.Task[None] | None = None
         self._info_base: dict[str, object] = {}
         self.port = cfg.nats_port
-        # outbound bytes waiting in the transports of backlogged connections, all together
-        self.pending_total = 0
-        self._backlogged: set[NatsSession] = set()
-        self._enforcing = False
+        # outbound bytes of backlogged connections, all together (shared with the other front-ends)
+        self.budget = budget if budget is not None else OutboundBudget(cfg.max_pending_total)
         self.producer: NatsSession | None = None  # the connection whose data is being handled now
 
     async def start(self, host: str, port: int) -> None:
@@ -90,37 +89,13 @@ class NatsServer:
     def is_serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
-    def account_backlog(self, conn: NatsSession, size: int) -> None:
-        """Record one connection's transport backlog (counted while asyncio has paused writing to
-        it). Past the server-wide cap, the largest backlogs are cut: they are the slowest readers."""
-        self.pending_total += size - conn._backlog
-        conn._backlog = size
-        if size:
-            self._backlogged.add(conn)
-        else:
-            self._backlogged.discard(conn)
-        if self.pending_total > self.cfg.max_pending_total and not self._enforcing:
-            self._enforcing = True
-            try:
-                self._enforce_total()
-            finally:
-                self._enforcing = False
+    @property
+    def pending_total(self) -> int:
+        return self.budget.total
 
-    def _enforce_total(self) -> None:
-        # only paused transports are counted: asyncio pauses a protocol only after it failed to hand
-        # its buffer to the socket, so every counted byte is a real backlog of a slow reader
-        for c in list(self._backlogged):  # refresh: a backlog may have drained since it was counted
-            t = c.transport
-            size = t.get_write_buffer_size() + c._out_size if t is not None and not c.closed else 0
-            self.pending_total += size - c._backlog
-            c._backlog = size
-            if not size:
-                self._backlogged.discard(c)
-        target = self.cfg.max_pending_total
-        for c in sorted(self._backlogged, key=lambda c: c._backlog, reverse=True):
-            if self.pending_total <= target:
-                break
-            c.slow_consumer()  # accounts itself out
+    def account_backlog(self, conn: NatsSession, size: int) -> None:
+        """Record one connection's transport backlog against the server-wide budget."""
+        self.budget.account(conn, size)
 
     def check_auth(self, user: str, password: str, token: str) -> bool:
         cfg = self.cfg

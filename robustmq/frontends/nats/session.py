@@ -533,6 +533,10 @@ class NatsSession(asyncio.Protocol):
         elif self._backlog:  # writing is paused: keep this backlog's count current
             self.server.account_backlog(self, size)
 
+    def backlog_size(self) -> int:
+        t = self.transport
+        return t.get_write_buffer_size() + self._out_size if t is not None and not self.closed else 0
+
     def slow_consumer(self) -> None:
         if self.closed:
             return
