@@ -7,8 +7,14 @@ stream id (`sid`, 4 bytes big-endian) keeps one stream's keys adjacent inside a 
     R<sid:4><first offset:8>       -> chunk: msgpack array of Records (offsets first, first+1, ...)
     G<sid:4><first offset:8>       -> SegmentMeta
     D<sid:4><offset:8>             -> tombstone of one deleted record
+    T<ts:8><sid:4><first:8>        -> stream name: the time index of segments retention may age out
+                                      (ts: the segment's first record's timestamp, a lower bound of
+                                      its newest one, so every segment older than a cutoff is found
+                                      by one ordered scan up to the cutoff)
     M<namespace>\\0<key>           -> front-end metadata (mailboxes, group offsets, topics, sessions)
-    N                              -> the next free sid (so startup never scans S keys to find it)
+    N                              -> the log's state: the next free sid (so startup never scans S keys
+                                      to find it), the smallest per-stream age limit ever set, and
+                                      whether the T index is complete (one key: startup reads one key)
 
 Big-endian integers make byte order equal numeric order, which the store's ordered scans rely on.
 """
@@ -20,6 +26,7 @@ P_RECORD = b"R"
 P_SEGMENT = b"G"
 P_META = b"M"
 P_DELETED = b"D"
+P_TIME = b"T"
 K_NEXT_SID = b"N"
 
 
@@ -55,6 +62,21 @@ def deleted_key(sid: int, offset: int) -> bytes:
     return P_DELETED + sid.to_bytes(4, "big") + offset.to_bytes(8, "big")
 
 
+def time_key(ts: int, sid: int, first: int) -> bytes:
+    return P_TIME + max(0, ts).to_bytes(8, "big") + sid.to_bytes(4, "big") + first.to_bytes(8, "big")
+
+
+def time_bound(ts: int) -> bytes:
+    """The smallest time-index key of timestamp `ts`: a scan up to it covers every older segment."""
+    return P_TIME + max(0, ts).to_bytes(8, "big")
+
+
+def time_key_parts(key: bytes) -> tuple[int, int, int]:
+    """(ts, sid, first) of a time-index key."""
+    b = int.from_bytes
+    return b(key[1:9], "big"), b(key[9:13], "big"), b(key[13:21], "big")
+
+
 def stream_key(name: str) -> bytes:
     return P_STREAM + name.encode()
 
@@ -77,3 +99,4 @@ def prefix_end(prefix: bytes) -> bytes:
             return bytes(b)
         b.pop()
     return b"\xff" * 16
+

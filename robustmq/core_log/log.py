@@ -185,7 +185,8 @@ class SegmentLog:
         # (no thread hand-off), right when a write is a memtable insert plus a WAL write() (`wal`);
         # a thread is for writes that wait on the disk (`fsync`), so they never stall the loop.
         self.writer_thread = writer_thread
-        self._retention_cursor: bytes | None = None
+        self._retention_cursor: bytes | None = None  # where the next age pass resumes in the T index
+        self._over_bytes: set[str] = set()  # streams that grew past their byte limit since the last pass
         self.streams: dict[str, Stream] = {}  # the cache of loaded streams, oldest first
         self._deleting: dict[str, int] = {}  # name -> batch deleting it, until that batch is written
         self._batch = store.new_batch()
@@ -206,9 +207,25 @@ class SegmentLog:
         self.committed_seq = 0
         self._failed: dict[int, BaseException] = {}  # recent batches the store refused
         self.stats = LogStats()
+        # the log's state, one key (N): the next sid, the smallest per-stream age limit ever set, and
+        # whether the time index (T keys) covers the segments of every stream whose age limit is > 0
         raw = store.get(k.K_NEXT_SID)
-        self._next_sid = int.from_bytes(raw, "big") if raw else self._max_sid_on_disk() + 1
-        self._sid_dirty = False
+        self._next_sid = int.from_bytes(raw[:4], "big") if raw else self._max_sid_on_disk() + 1
+        self._sid_dirty = False  # the N key is to be written
+        self._min_custom_age_ms = int.from_bytes(raw[4:12], "big") if raw and len(raw) >= 13 else 0
+        self._index_complete = bool(raw and len(raw) >= 13 and raw[12])
+        # when the default age limit is turned on over data written without it, the retention passes
+        # complete the index (a bounded scan per pass), not startup
+        self._index_cursor: bytes | None = None
+        self._index_pending = False
+        if self.retention_max_age_ms > 0 and not self._index_complete:
+            if next(iter(store.scan_prefix(k.P_STREAM)), None) is None:
+                self._index_complete = self._sid_dirty = True  # nothing written yet: complete already
+            else:
+                self._index_pending = True
+        elif self.retention_max_age_ms <= 0 and self._index_complete:
+            self._index_complete = False  # new segments of default streams go unindexed from now on
+            self._sid_dirty = True
 
     def _max_sid_on_disk(self) -> int:
         """Data written before the N key existed: one scan of the S keys, once (N is written next)."""
@@ -311,6 +328,31 @@ class SegmentLog:
         stream.retention_age_ms = max_age_ms
         stream.retention_bytes = max_bytes
         self._put_stream_meta(stream)
+        if max_age_ms > 0 and (not self._min_custom_age_ms or max_age_ms < self._min_custom_age_ms):
+            self._min_custom_age_ms = max_age_ms
+            self._sid_dirty = True
+            self._schedule()
+        if self._ages(stream.name, max_age_ms):
+            for g in stream.segments:
+                self._index_segment(self._batch, stream.sid, stream.name, g)
+        limit = self._limits(max_age_ms, max_bytes)[1]
+        if limit and stream.nbytes > limit:
+            self._over_bytes.add(stream.name)
+
+    def _ages(self, name: str, age_setting: int) -> bool:
+        """Whether a stream with this age setting (-1: the default) has an age limit retention applies."""
+        age = age_setting if age_setting >= 0 else self.retention_max_age_ms
+        return age > 0 and not (self.retention_exempt and name.startswith(tuple(self.retention_exempt)))
+
+    def _index_segment(self, batch: Batch, sid: int, name: str, g: SegmentMeta) -> None:
+        """Put a segment in the time index (and persist that it is), unless it already is."""
+        if g.indexed_ts >= 0:
+            return
+        g.indexed_ts = max(0, g.min_ts)
+        batch.put(k.time_key(g.indexed_ts, sid, g.first), name.encode())
+        batch.put(k.segment_key(sid, g.first), encode(g))
+        self._batch_len += 1
+        self._schedule()
 
     def delete_stream(self, name: str) -> None:
         """Drop a stream and all its records (one range delete per key family)."""
@@ -323,6 +365,10 @@ class SegmentLog:
         b = self._batch
         for prefix in (k.record_prefix(s.sid), k.segment_prefix(s.sid), k.deleted_prefix(s.sid)):
             b.delete_range(prefix, k.prefix_end(prefix))
+        for g in s.segments:
+            if g.indexed_ts >= 0:
+                b.delete(k.time_key(g.indexed_ts, s.sid, g.first))
+        self._over_bytes.discard(name)
         b.delete(k.stream_key(name))
         self._batch_len += 1
         s.gone = True
@@ -553,7 +599,8 @@ class SegmentLog:
             s.touched = c.seq
             c.streams.append((s, s.next_offset))
         if self._sid_dirty:
-            batch.put(k.K_NEXT_SID, self._next_sid.to_bytes(4, "big"))
+            batch.put(k.K_NEXT_SID, self._next_sid.to_bytes(4, "big") + self._min_custom_age_ms.to_bytes(
+                8, "big") + (b"\x01" if self._index_complete else b"\x00"))
             self._sid_dirty = False
         self._pending_total = 0
         c.future, self._commit_future = self._commit_future, None
@@ -642,12 +689,20 @@ class SegmentLog:
                 self.segment_max_age_ms:
             seg = SegmentMeta(first, first - 1, lo, hi, 0, now)
             segs.append(seg)
+            if self._ages(s.name, s.retention_age_ms):
+                # keyed by its first records' timestamp, a lower bound of its newest: a scan of the
+                # index up to (now - age) finds every segment that may have aged out
+                seg.indexed_ts = max(0, lo)
+                batch.put(k.time_key(seg.indexed_ts, s.sid, first), s.name.encode())
         seg.last = last
         seg.min_ts = min(seg.min_ts, lo)
         seg.max_ts = max(seg.max_ts, hi)
         seg.nbytes += len(data)
         s.nbytes += len(data)
         batch.put(k.segment_key(s.sid, seg.first), encode(seg))
+        limit = s.retention_bytes if s.retention_bytes >= 0 else self.retention_max_bytes
+        if limit and s.nbytes > limit and len(segs) > 1:
+            self._over_bytes.add(s.name)
 
     def _wake(self, s: Stream) -> None:
         ws, s.waiters = s.waiters, ()
@@ -764,37 +819,101 @@ class SegmentLog:
         defaults); returns how many were dropped. The newest segment of a stream is kept unless it is
         entirely past the age limit.
 
-        Streams not in the cache are checked from their G keys and loaded only when something is to
-        be dropped, so a pass over a million idle streams does not fill the cache. With
-        `retention_pass_max`, one call checks that many streams and the next call goes on from there."""
+        Nothing walks every stream. By bytes: the streams whose appends took them past their limit
+        (noted at the write). By age: the time index (T keys), oldest first, up to now minus the
+        smallest age limit in force; an entry whose stream is not cached is checked from its `G` key and
+        the stream loaded only when the segment is to be dropped. With `retention_pass_max`, one call
+        handles that many entries and the next call goes on from there."""
         now = now or now_ms()
         dropped = 0
-        exempt = tuple(self.retention_exempt)
-        budget = self.retention_pass_max
-        start = self._retention_cursor or k.P_STREAM
-        self._retention_cursor = None
-        for key, v in self.store.scan(start, k.prefix_end(k.P_STREAM)):
-            if budget is not None:
+        budget = self.retention_pass_max if self.retention_pass_max is not None else 1 << 62
+        while self._over_bytes and budget > 0:
+            budget -= 1
+            s = self.get_stream(self._over_bytes.pop())
+            if s is not None and self._ages(s.name, 1):  # (not exempt)
+                dropped += self._retain(s, now)
+        if self._index_pending and budget > 0:
+            budget, n = self._complete_index(budget, now)
+            dropped += n
+        ages = [a for a in (self.retention_max_age_ms, self._min_custom_age_ms) if a > 0]
+        if ages and budget > 0:
+            start = self._retention_cursor or k.P_TIME
+            self._retention_cursor = None
+            for key, v in self.store.scan(start, k.time_bound(now - min(ages))):
                 if budget <= 0:  # the next pass resumes here: a pass costs bounded loop time
                     self._retention_cursor = key
                     break
                 budget -= 1
-            name = k.stream_key_name(key)
-            if exempt and name.startswith(exempt):
-                continue
-            s = self.streams.get(name)
-            if s is None:
-                meta = decode_stream(v)
-                if not self._may_drop(meta, now):
-                    continue
-                s = self.get_stream(name)
-                if s is None:
-                    continue
-            dropped += self._retain(s, now)
+                dropped += self._age_out(key, v.decode(), now)
         if dropped:
             self.stats.segments_dropped += dropped
             self._schedule()
         return dropped
+
+    def _age_out(self, tkey: bytes, name: str, now: int) -> int:
+        """Check one time-index entry: drop what its stream has aged out; forget stale entries."""
+        _, sid, first = k.time_key_parts(tkey)
+        s = self.streams.get(name)
+        if s is None:
+            raw = None if name in self._deleting else self.store.get(k.stream_key(name))
+            meta = decode_stream(raw) if raw is not None else None
+            if meta is None or meta.sid != sid or not self._ages(name, meta.retention_age_ms):
+                self._unindex(tkey)
+                return 0
+            g = self.store.get(k.segment_key(sid, first))
+            if g is None:
+                self._unindex(tkey)
+                return 0
+            age = self._limits(meta.retention_age_ms, meta.retention_bytes)[0]
+            if decode_segment(g).max_ts >= now - age:
+                return 0  # not yet
+            s = self.get_stream(name)
+            if s is None:
+                return 0
+        elif s.sid != sid or not self._ages(name, s.retention_age_ms) or \
+                not any(g.first == first for g in s.segments):
+            self._unindex(tkey)
+            return 0
+        return self._retain(s, now)
+
+    def _unindex(self, tkey: bytes) -> None:
+        self._batch.delete(tkey)
+        self._batch_len += 1
+
+    def _complete_index(self, budget: int, now: int) -> tuple[int, int]:
+        """Index the segments of streams written while the default age limit was off (a bounded
+        part per pass), dropping what has aged out on the way; once every stream is done, mark the
+        index complete. Returns (the budget left, segments dropped)."""
+        start = self._index_cursor or k.P_STREAM
+        self._index_cursor = None
+        dropped = 0
+        for key, v in self.store.scan(start, k.prefix_end(k.P_STREAM)):
+            if budget <= 0:
+                self._index_cursor = key
+                return 0, dropped
+            budget -= 1
+            name = k.stream_key_name(key)
+            meta = decode_stream(v)
+            if not self._ages(name, meta.retention_age_ms):
+                continue
+            s = self.streams.get(name)
+            if s is not None:
+                segs = s.segments
+            else:
+                segs = [decode_segment(gv) for _, gv in self.store.scan_prefix(k.segment_prefix(meta.sid))]
+            age = self._limits(meta.retention_age_ms, meta.retention_bytes)[0]
+            old = bool(segs) and segs[0].max_ts < now - age
+            if old and s is None:  # load it, so that the segments indexed are the ones dropped
+                s = self.get_stream(name)
+                segs = s.segments if s is not None else []
+            for g in segs:
+                self._index_segment(self._batch, meta.sid, name, g)
+            if old and s is not None:
+                dropped += self._retain(s, now)
+        self._index_pending = False
+        self._index_complete = self._sid_dirty = True
+        self._schedule()
+        return budget, dropped
 
     def _limits(self, age_ms: int, nbytes: int) -> tuple[int, int]:
         return (self.retention_max_age_ms if age_ms < 0 else age_ms,
@@ -831,6 +950,8 @@ class SegmentLog:
             b = self._batch
             b.delete_range(k.record_key(s.sid, g.first), k.record_key(s.sid, g.last + 1))
             b.delete(k.segment_key(s.sid, g.first))
+            if g.indexed_ts >= 0:
+                b.delete(k.time_key(g.indexed_ts, s.sid, g.first))
             if s.deleted:
                 b.delete_range(k.deleted_key(s.sid, g.first), k.deleted_key(s.sid, g.last + 1))
                 s.deleted = {o for o in s.deleted if o > g.last} or _NO_DELETED

@@ -27,6 +27,8 @@ class SegmentMeta(msgspec.Struct, array_like=True, gc=False):
     max_ts: int
     nbytes: int
     created_ms: int
+    # the timestamp of its time-index key (T), -1 when not indexed (trailing: older values decode)
+    indexed_ts: int = -1
 
     @property
     def count(self) -> int:

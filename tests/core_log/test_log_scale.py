@@ -297,6 +297,97 @@ def test_retention_passes_are_bounded_and_resume() -> None:
     log.close()
 
 
+def _time_index(store: MemStore) -> list[tuple[int, int, int]]:
+    return [k.time_key_parts(key) for key in sorted(store.data) if key.startswith(k.P_TIME)]
+
+
+def test_age_retention_reads_only_the_old_end_of_the_time_index() -> None:
+    """A pass looks at segments old enough to age out, found by one ordered scan of the T keys; a
+    million young streams cost it nothing (no G or S reads)."""
+    store = MemStore()
+    log = SegmentLog(store, retention_max_age_s=10)
+    for i in range(200):
+        log.append(f"young.{i}", Record(50_000, b"x"))
+    for i in range(5):
+        log.append(f"old.{i}", Record(1_000, b"x"))
+    log.flush()
+    assert len(_time_index(store)) == 205
+    store.gets = store.scans = 0
+    assert log.apply_retention(now=30_000) == 5  # cutoff 20 s: only the five old segments
+    assert store.scans == 1 and store.gets <= 5 * 3
+    log.flush()
+    assert len(_time_index(store)) == 200  # dropped segments leave the index too
+    store.gets = 0
+    assert log.apply_retention(now=30_000) == 0 and store.gets == 0
+    log.close()
+
+
+def test_time_index_is_correct_when_timestamps_go_backwards() -> None:
+    """Kafka CreateTime: a segment is keyed by its first records' timestamp, a lower bound of its
+    newest, so a segment whose late records carry older stamps is still found, and one whose late
+    records are newer is kept until those age out too."""
+    store = MemStore()
+    log = SegmentLog(store, retention_max_age_s=1, segment_max_records=2)
+    log.append("ct", Record(5_000, b"a"))
+    log.flush()
+    log.append("ct", Record(100, b"b"))  # the same segment, an older stamp: max_ts stays 5,000
+    log.flush()
+    log.append("ct", Record(9_000, b"c"))  # a second segment
+    log.flush()
+    assert [ts for ts, _, _ in _time_index(store)] == [5_000, 9_000]
+    assert log.apply_retention(now=5_500) == 0  # newest record of the first segment: 0.5 s old
+    assert log.apply_retention(now=6_001) == 1
+    log.flush()
+    s = log.get_stream("ct")
+    assert s is not None and [r.payload for _, r in log.read(s)] == [b"c"]
+    log.close()
+
+
+def test_time_index_follows_deletes_settings_and_late_age_limits() -> None:
+    store = MemStore()
+    log = SegmentLog(store)  # no default age limit: nothing indexed
+    log.append("plain", Record(1_000, b"x"))
+    log.flush()
+    assert _time_index(store) == []
+    t = log.stream("topic")
+    log.set_retention(t, max_age_ms=1_000)  # a per-stream limit indexes that stream's segments
+    log.append(t, Record(1_000, b"x"))
+    log.flush()
+    assert [ts for ts, _, _ in _time_index(store)] == [1_000]
+    log.delete_stream("topic")
+    log.flush()
+    assert _time_index(store) == []
+    log.close()
+    # the default age limit turned on later: passes complete the index over the old streams
+    log = SegmentLog(store, retention_max_age_s=1, retention_pass_max=1000)
+    assert log.apply_retention(now=10**13) == 1  # "plain", found while indexing
+    log.flush()
+    s = log.get_stream("plain")
+    assert s is not None and list(log.read(s)) == []
+    log.append("fresh", Record(10**13, b"y"))
+    log.close()
+    log = SegmentLog(store, retention_max_age_s=1)
+    assert not log._index_pending and [ts for ts, _, _ in _time_index(store)] == [10**13]
+    log.close()
+
+
+def test_byte_retention_checks_only_streams_that_grew() -> None:
+    store = MemStore()
+    log = SegmentLog(store, retention_max_bytes=250, segment_max_records=1)
+    for i in range(100):
+        log.append(f"idle.{i}", Record(1, b"x" * 10))
+    big = log.stream("big")
+    for _ in range(5):
+        log.append(big, Record(1, b"y" * 100))
+        log.flush()
+    store.gets = store.scans = 0
+    assert log.apply_retention() == 3  # 500 bytes in 5 segments: down to 2 (200 bytes)
+    assert store.scans == 0 and store.gets == 0
+    log.flush()
+    assert log.apply_retention() == 0
+    log.close()
+
+
 async def test_backpressure_cuts_the_batch_without_losing_a_record(monkeypatch) -> None:
     """More queued than PENDING_MAX_BYTES behind a batch being written: the loop waits for that
     write and sends what it queued so far; every record still lands, at its offset."""
