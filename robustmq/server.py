@@ -22,8 +22,8 @@ from robustmq.routing.router import Router
 
 log = logging.getLogger("robustmq")
 
-# streams one retention pass checks (the next pass goes on from there): a million device streams
-# then cost the loop a few tens of milliseconds per pass, not seconds
+# time-index entries (or grown streams) one retention pass checks; the next pass goes on from there,
+# so a burst of aged-out segments costs the loop a few tens of milliseconds per pass, not seconds
 RETENTION_PASS_STREAMS = 20_000
 
 
