@@ -85,6 +85,10 @@ CASES = {
     "tab_separator": b"PUB a\t1\r\nx\r\nPING\r\n",
     "binary_payload": b'CONNECT {"verbose":false}\r\nSUB b 1\r\nPUB b 6\r\n\r\n\x00\xff\r\n\r\nPING\r\n',
     "unsub_then_pub": b'CONNECT {"verbose":false}\r\nSUB a 1\r\nUNSUB 1\r\nPUB a 1\r\nx\r\nPING\r\n',
+    # a PING read before fatal bad input in the same write is still answered, then -ERR and close
+    "ping_then_unknown_op": b"PUB a 1\r\nx\r\nPING\r\nFOO\r\n",
+    "ping_then_max_payload": b"SUB a 1\r\nPUB a 1\r\nx\r\nPING\r\nPUB a 2000000\r\n",
+    "two_pings_then_garbage": b"PING\r\nPUB a 1\r\nx\r\nPING\r\n\x00\x01garbage\r\n",
 }
 
 

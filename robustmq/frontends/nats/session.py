@@ -40,6 +40,7 @@ READ_TURN_BYTES = 1 << 20
 STALL_MAX_S = 0.05
 STALL_BACKLOG_BYTES = 1 << 20  # a reader with this much unsent is backlogged
 PONG = b"PONG\r\n"
+FAIL_PONG_WAIT_S = 1.0  # how long a close waits for the PONGs of PINGs read before the bad input
 PING = b"PING\r\n"
 OK = b"+OK\r\n"
 NO_RESPONDERS_HDR = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
@@ -109,6 +110,8 @@ class NatsSession(asyncio.Protocol):
         self.connected = False  # CONNECT received (and authorised)
         self.closed = False
         self.pings_out = 0
+        self._pongs_due = 0  # PINGs read whose PONG waits for a commit
+        self._failing: tuple[str | None] | None = None  # a close waiting for those PONGs
         self.last_pub_seq = 0
         self._out: list[bytes] = []
         self._out_size = 0
@@ -193,7 +196,7 @@ class NatsSession(asyncio.Protocol):
             self._stall_pending = True
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self._failing is not None:
             return
         self.bytes_in += len(data)
         srv = self.server
@@ -356,11 +359,15 @@ class NatsSession(asyncio.Protocol):
         # PONG only once the publishes that arrived before this PING are committed. That is a
         # barrier for clients that write PING after their PUBs (the raw protocol, nats.go's
         # Flush); nats-py writes flush()'s PING ahead of its buffered PUBs (docs/durability.md)
+        self._pongs_due += 1
         self.router.on_durable(self.last_pub_seq, self._pong)
 
     def _pong(self) -> None:
+        self._pongs_due -= 1
         if not self.closed:
             self.write(PONG)
+            if self._failing is not None and not self._pongs_due:
+                self._finish_fail()
 
     # ------------------------------------------------------------------ outbound
     def deliver(self, sub: Subscription, subject: str, reply: str | None, headers: Headers | None,
@@ -554,9 +561,23 @@ class NatsSession(asyncio.Protocol):
             t.abort()  # drop the backlog: memory must not grow without bound
 
     def fail(self, text: str | None) -> None:
-        """Send -ERR (if any) after what is already queued, then close."""
-        if self.closed:
+        """Send -ERR (if any) after what is already queued, then close. A PONG still waiting for a
+        commit goes first, as nats-server answers a PING read before the bad input."""
+        if self.closed or self._failing is not None:
             return
+        if self._pongs_due:
+            self._failing = (text,)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            self._loop.call_later(FAIL_PONG_WAIT_S, self._finish_fail)  # a failed commit sends none
+            return
+        self._close_with(text)
+
+    def _finish_fail(self) -> None:
+        if self._failing is not None and not self.closed:
+            self._close_with(self._failing[0])
+
+    def _close_with(self, text: str | None) -> None:
         if text is not None:
             self.write(errors.err_line(text))
         self._flush()
