@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from procs import RobustMQ
 
 NATSCLI = "github.com/nats-io/natscli/nats@v0.5.0"

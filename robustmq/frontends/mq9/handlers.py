@@ -13,7 +13,8 @@ The parts, one job each: `mailboxes` (registry, ids, TTL, expiry heap), `deliver
 queue groups, replay), `discovery` (PUBLIC.LIST), `requests` (LIST paging), `subjects` (parsing, and
 which dialect a client speaks: §4's or the PyPI SDK's `high`/`normal`/`low`, SPEC §4b), `upstream`
 (upstream's current protocol, §4b: `$mq9.AI.MSG.*` SEND/FETCH/ACK/QUERY/DELETE, every reply with
-`error`; its SEND and DELETE are dispatched here, sharing §4's store-first path).
+`error`; its SEND and DELETE are dispatched here, sharing §4's store-first path), `agents` (upstream's
+`$mq9.AI.AGENT.*` registry, with full-text and semantic search in `agents_search`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import msgspec
 
 from robustmq.config import Config
 from robustmq.core_log import Record, SegmentLog
+from robustmq.frontends.mq9.agents import AGENT_PREFIX, DISCOVER, AgentRegistry
 from robustmq.frontends.mq9.delivery import Delivery, SubTarget
 from robustmq.frontends.mq9.discovery import PublicList
 from robustmq.frontends.mq9.mailboxes import STREAM_PREFIX, Mailbox, MailboxRegistry, Mq9Error, now_ms
@@ -77,6 +79,7 @@ class Mq9Layer:
         self.delivery = Delivery(log_, self.registry, self.stats)
         self.public = PublicList(self.registry)
         self.upstream = Upstream(log_, self.registry)
+        self.agents = AgentRegistry(log_, self.registry)  # upstream's AGENT.* registry and search
         # work to do once a log batch is written, per batch: the log writes one batch while the next
         # fills, so an item queued now must not ride on the callback of the batch already in flight
         self._post: list[tuple[Any, ...]] | None = None
@@ -90,11 +93,13 @@ class Mq9Layer:
 
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+        self.agents.start()
 
     def close(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
         self.delivery.close()
+        self.agents.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -128,6 +133,15 @@ class Mq9Layer:
             elif subject.startswith(QUERY_PREFIX):
                 if reply and origin is not None:
                     self._spawn(self._upstream_query(origin, reply, subject[len(QUERY_PREFIX):], payload))
+            elif subject.startswith(AGENT_PREFIX):
+                if subject == DISCOVER:
+                    if reply and origin is not None:
+                        dreq = self.agents.parse_discover(payload)
+                        self._spawn(self.agents.serve_discover(origin, reply, dreq))
+                else:  # REGISTER / UNREGISTER / REPORT: answered once the write is durable
+                    body = self.agents.handle(subject, payload)
+                    if reply:
+                        self._post_commit((_REPLY, origin, reply, body))
             elif subject == PUBLIC_LIST:
                 if reply is None and origin is not None:
                     origin.refuse(Refusal(RefusalKind.PERMISSION_PUBLISH, subject))
@@ -397,6 +411,7 @@ class Mq9Layer:
         self.log.delete_stream(mb.stream_name)
         self.delivery.forget(mb)
         self.upstream.forget(mb)
+        self.agents.forget(mb.mail_id)  # a registered agent goes with its mailbox
         self.stats.mailboxes_expired += 1
         if mb.public:
             self.public.expired(mb)
