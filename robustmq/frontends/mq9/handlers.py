@@ -339,13 +339,28 @@ class Mq9Layer:
         if self._post is items:
             self._post = None
         delivery = self.delivery
-        for item in items:
+        pos, end = 0, len(items)
+        while pos < end:
+            item = items[pos]
+            pos += 1
             kind = item[0]
             if kind == _LIVE:
                 delivery.live(item[1], item[2], item[3])
             elif kind == _REPLY:
-                if item[1] is not None:
-                    item[1].reply(item[2], item[3])
+                origin = item[1]
+                if origin is None:
+                    continue
+                # a pipelined burst of requests from one connection (e.g. a batch's ACKs) is
+                # answered in one write, not one socket write per reply
+                j = pos
+                while j < end and items[j][0] == _REPLY and items[j][1] is origin:
+                    j += 1
+                if j == pos:
+                    origin.reply(item[2], item[3])
+                else:
+                    run = items[pos - 1:j]
+                    origin.reply_many([r[2] for r in run], [r[3] for r in run])
+                    pos = j
             elif kind == _ACKS:
                 origin, first = item[1], item[3]
                 if origin is not None and not origin.closed:

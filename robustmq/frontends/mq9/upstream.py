@@ -190,6 +190,18 @@ class GroupState:
         self.acked = acked
 
 
+class PriorityIndex:
+    """Per mailbox stream: the offset of the last message stored with each priority (deleted or
+    hidden ones included: an upper bound is all a FETCH needs to know when to stop scanning)."""
+
+    __slots__ = ("last", "stream", "upto")
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.upto = 0  # offsets below this are indexed
+        self.last = [-1] * len(PRIORITIES)
+
+
 class Upstream:
     """FETCH, ACK and QUERY of upstream's dialect (SEND and DELETE share §4's code in handlers)."""
 
@@ -197,6 +209,7 @@ class Upstream:
         self.log = log
         self.registry = registry
         self._groups: dict[tuple[str, str], GroupState] = {}
+        self._prio: dict[str, PriorityIndex] = {}  # by mail_id, built by the first FETCH
 
     def mailbox(self, addr: str) -> Mailbox:
         mb = self.registry.get(addr)
@@ -222,7 +235,8 @@ class Upstream:
                           _state_enc.encode((g.floor, g.hi, sorted(g.acked))))
 
     def forget(self, mb: Mailbox) -> None:
-        """A mailbox expired: its groups' offsets go with its stream."""
+        """A mailbox expired: its groups' offsets (and its priority index) go with its stream."""
+        self._prio.pop(mb.mail_id, None)
         for key in [k for k in self._groups if k[0] == mb.mail_id]:
             del self._groups[key]
         self.log.delete_meta_prefix(FETCH_NS, _gkey(mb.mail_id, ""))
@@ -269,20 +283,43 @@ class Upstream:
             raise Mq9Error(f"config.num_msgs must be between 1 and {MAX_NUM_MSGS}")
         if not 0 <= req.config.max_wait_ms <= MAX_WAIT_MS:
             raise Mq9Error(f"config.max_wait_ms must be between 0 and {MAX_WAIT_MS}")
-        if req.group_name is not None and not req.group_name:
-            raise Mq9Error("group_name must not be empty")
+        if req.group_name == "":
+            # upstream's Go SDK always sends `group_name`, "" when the fetch is stateless
+            req.group_name = None
         return req
 
-    async def _collect(self, stream: Stream, start: int, n: int, skip: Callable[[int], bool]) -> tuple[
-            list[tuple[int, Record]], int | None]:
+    async def _index(self, mb: Mailbox, stream: Stream) -> PriorityIndex:
+        """The mailbox's priority index, brought up to the committed end: only the records
+        committed since the last look are read (each record once over the mailbox's life)."""
+        idx = self._prio.get(mb.mail_id)
+        if idx is None or idx.stream is not stream:
+            idx = self._prio[mb.mail_id] = PriorityIndex(stream)
+        while idx.upto < stream.committed:
+            # one bounded step, with no await inside: a concurrent FETCH resumes where it ended
+            end = min(stream.committed, max(idx.upto, stream.first_offset) + SCAN_YIELD_EVERY)
+            last = idx.last
+            for off, rec in self.log.read(stream, idx.upto, end):
+                last[priority_of(rec)] = off
+            idx.upto = end
+            if end < stream.committed:
+                await asyncio.sleep(0)
+        return idx
+
+    async def _collect(self, mb: Mailbox, stream: Stream, start: int, n: int,
+                       skip: Callable[[int], bool]) -> tuple[list[tuple[int, Record]], int | None]:
         """Visible messages from `start`, in priority order, at most n; and when the next delayed
-        one becomes visible (ms), for the long poll. Priority order needs the whole range scanned
-        (a critical message may be the last one), so the scan yields to the loop between chunks."""
+        one becomes visible (ms), for the long poll. Priority order may need a long scan (a critical
+        message may be the last one), so the scan yields to the loop between chunks; it stops as
+        soon as no later message can be among the n (the index knows where each priority's last
+        message is), so a FETCH from a large mailbox reads about what it returns."""
+        idx = await self._index(mb, stream)
+        # later[q]: the last offset holding a message that would come before priority q
+        later = [max(idx.last[:q], default=-1) for q in range(len(PRIORITIES))]
         now = now_ms()
         buckets: list[list[tuple[int, Record]]] = [[] for _ in PRIORITIES]
         next_vis: int | None = None
-        scanned = 0
-        for off, rec in self.log.read(stream, start):
+        scanned = kept = 0
+        for off, rec in self.log.read(stream, start, idx.upto):
             scanned += 1
             if scanned % SCAN_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -296,6 +333,15 @@ class Upstream:
             b = buckets[priority_of(rec)]
             if len(b) < n:
                 b.append((off, rec))
+                kept += 1
+            if kept >= n:
+                # the first n are in priorities 0..q; only a later message above q could change them
+                q, cum = 0, len(buckets[0])
+                while cum < n:
+                    q += 1
+                    cum += len(buckets[q])
+                if off >= later[q]:
+                    break
         return _cap([e for b in buckets for e in b][:n]), next_vis
 
     async def fetch(self, addr: str, req: FetchRequest) -> bytes:
@@ -314,7 +360,8 @@ class Upstream:
         while True:
             if self.registry.get(addr) is not mb:
                 raise Mq9Error(f"mailbox {addr} does not exist")
-            msgs, next_vis = await self._collect(stream, start, req.config.num_msgs, acked.__contains__)
+            msgs, next_vis = await self._collect(mb, stream, start, req.config.num_msgs,
+                                                  acked.__contains__)
             left = deadline - time.monotonic()
             if msgs or left <= 0:
                 break
