@@ -418,8 +418,10 @@ class SegmentLog:
         return off
 
     def delete_record(self, stream: Stream, offset: int) -> bool:
-        """Remove one record (a tombstone; the bytes go with its segment)."""
-        if not (stream.first_offset <= offset < stream.next_offset) or offset in stream.deleted:
+        """Remove one record, committed or still pending (a tombstone; the bytes go with its segment)."""
+        # a stream with no segment yet holds only pending records
+        lo = stream.segments[0].first if stream.segments else stream.next_offset - len(stream.pending)
+        if not (lo <= offset < stream.next_offset) or offset in stream.deleted:
             return False
         if not stream.deleted:
             stream.deleted = set()

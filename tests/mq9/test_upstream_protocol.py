@@ -121,6 +121,20 @@ async def test_send_bad_input(server) -> None:
     await nc.close()
 
 
+async def test_pipelined_keyed_sends_keep_only_the_latest(server) -> None:
+    """Keyed sends in flight together (one unwritten log batch) still keep one message per key,
+    and a restart keeps the same one."""
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("keys"))
+    ids = await asyncio.gather(*(up_send(nc, addr, b"v%d" % i, key="k") for i in range(50)))
+    await asyncio.gather(*(up_send(nc, addr, b"o%d" % i, key="other") for i in range(5)))
+    q = up_ok(await request_json(nc, f"{MSG}QUERY.{addr}", {"key": "k"}))["messages"]
+    assert [m["msg_id"] for m in q] == [max(ids)]
+    assert payloads(await fetch(nc, addr, deliver="earliest")) == [
+        base64.b64decode(q[0]["payload"]), b"o4"]
+    await nc.close()
+
+
 async def test_key_delay_ttl_tags_and_query(server) -> None:
     nc = await connect(server.nats_url)
     addr = await up_create(nc, unique_name("up"))

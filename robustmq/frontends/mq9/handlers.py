@@ -222,12 +222,10 @@ class Mq9Layer:
             self.stats.refused_full += 1
             raise Mq9Error(f"mailbox {addr} is full ({held} messages); nothing was stored")
         stream = self.log.stream(mb.stream_name)
-        if key is not None:
-            # keep only the latest per key: an O(mailbox) scan, paid only by keyed sends
-            for off in [o for o, old in self.log.read(stream) if old.key == key]:
-                self.log.delete_record(stream, off)
         rec = Record(now, payload, key, _publisher_headers(headers) if headers else None, meta)
         off = self.log.append(stream, rec)
+        if key is not None:
+            self.upstream.replace_keyed(mb, stream, key, off)  # keep only the latest per key
         self.stats.messages_stored += 1
         vis = meta.get("vis")
         if vis is None:

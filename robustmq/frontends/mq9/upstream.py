@@ -210,6 +210,8 @@ class Upstream:
         self.registry = registry
         self._groups: dict[tuple[str, str], GroupState] = {}
         self._prio: dict[str, PriorityIndex] = {}  # by mail_id, built by the first FETCH
+        # by mail_id: each mq9-key's latest offset, built by the mailbox's first keyed send
+        self._keys: dict[str, tuple[Stream, dict[bytes, int]]] = {}
 
     def mailbox(self, addr: str) -> Mailbox:
         mb = self.registry.get(addr)
@@ -237,6 +239,7 @@ class Upstream:
     def forget(self, mb: Mailbox) -> None:
         """A mailbox expired: its groups' offsets (and its priority index) go with its stream."""
         self._prio.pop(mb.mail_id, None)
+        self._keys.pop(mb.mail_id, None)
         for key in [k for k in self._groups if k[0] == mb.mail_id]:
             del self._groups[key]
         self.log.delete_meta_prefix(FETCH_NS, _gkey(mb.mail_id, ""))
@@ -287,6 +290,23 @@ class Upstream:
             # upstream's Go SDK always sends `group_name`, "" when the fetch is stateless
             req.group_name = None
         return req
+
+    def replace_keyed(self, mb: Mailbox, stream: Stream, key: bytes, off: int) -> None:
+        """`mq9-key`: the message at `off` is now the one kept for `key`; the one before goes
+        (SPEC §4b). The first keyed send of a mailbox reads its committed messages once; after that
+        each keyed send is a dict lookup, and two keyed sends in one unwritten batch see each other."""
+        entry = self._keys.get(mb.mail_id)
+        if entry is None or entry[0] is not stream:
+            latest: dict[bytes, int] = {}
+            for o, rec in self.log.read(stream):
+                if rec.key is not None and o < off:
+                    latest[rec.key] = o
+            entry = self._keys[mb.mail_id] = (stream, latest)
+        latest = entry[1]
+        old = latest.get(key)
+        if old is not None and old != off:
+            self.log.delete_record(stream, old)
+        latest[key] = off
 
     async def _index(self, mb: Mailbox, stream: Stream) -> PriorityIndex:
         """The mailbox's priority index, brought up to the committed end: only the records
