@@ -2,106 +2,27 @@
 each test is parametrized by broker and asserts one observable result for both, so a test that
 passes only against robustmq is a test of robustmq's reading of the spec, not of the spec.
 
-mosquitto is started by a fixture on a free 127.0.0.1 port with a temporary config; if it is not
-installed the fixture installs it with apt-get (CI runs as root) or fails — it never skips.
+mosquitto is started by a fixture (conftest.py, brokers.py) on a free 127.0.0.1 port with a temporary
+config; if it is not installed the fixture installs it with apt-get (CI runs as root) or fails — it
+never skips.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import secrets
-import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
-from procs import RobustMQ, free_port, wait_port
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from robustmq.frontends.mqtt.packets import Disconnect, Will
 
 from .clients import MQTT_5, MQTT_311, V3, V5, Paho, Raw
 
 VERSIONS = [pytest.param(V3, id="v3.1.1"), pytest.param(V5, id="v5")]
-
-
-def mosquitto_binary() -> str:
-    """The mosquitto broker, installed with apt-get if missing (fails loudly if that fails)."""
-    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if cand and os.path.exists(cand):
-            return cand
-    if shutil.which("apt-get") is None:
-        pytest.fail("mosquitto is not installed and apt-get is not available: apt-get install -y mosquitto")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    res = subprocess.run(["apt-get", "install", "-y", "mosquitto"], capture_output=True, env=env, timeout=300)
-    if res.returncode != 0:
-        subprocess.run(["apt-get", "update"], capture_output=True, env=env, timeout=300)
-        res = subprocess.run(["apt-get", "install", "-y", "mosquitto"], capture_output=True, env=env,
-                             timeout=300)
-    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if cand and os.path.exists(cand):
-            return cand
-    pytest.fail("could not install mosquitto with apt-get: " + res.stderr.decode(errors="replace")[-500:])
-
-
-class Mosquitto:
-    """A mosquitto on 127.0.0.1:<free port>, anonymous, no persistence, its config in a temp dir."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="mosquitto-test-")
-        os.chmod(self.dir, 0o755)  # mosquitto drops root for its own user and must read the config
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Mosquitto:
-        conf = Path(self.dir) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "log_dest stderr\nlog_type error\nlog_type warning\n")
-        os.chmod(conf, 0o644)
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, self.proc)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def robustmq_port() -> Iterator[int]:
-    s = RobustMQ(mqtt=True).start()
-    yield s.mqtt_port
-    s.cleanup()
-
-
-@pytest.fixture(scope="module")
-def mosquitto_port() -> Iterator[int]:
-    m = Mosquitto().start()
-    yield m.port
-    m.stop()
-
-
-@pytest.fixture(params=["robustmq", "mosquitto"])
-def broker(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def port(broker: str, request: pytest.FixtureRequest) -> int:
-    return request.getfixturevalue(f"{broker}_port")
 
 
 def uniq(prefix: str = "t") -> str:
@@ -332,4 +253,67 @@ def test_v5_expired_retained_message_is_not_delivered(broker: str, port: int) ->
         assert sub.nothing(0.5)
         sub.close()
     finally:
+        pub.close()
+
+
+def test_v5_subscription_identifier_no_local_and_topic_alias(port: int) -> None:
+    """paho v5: a Subscription Identifier comes back on the deliveries of its subscription; No Local
+    keeps a client's own publishes from it; an inbound topic alias stands for its topic."""
+    root = uniq("sid")
+    me = Paho(port, V5, uniq("me"))
+    other = Paho(port, V5, uniq("other"))
+    try:
+        sp = PahoProperties(PacketTypes.SUBSCRIBE)
+        sp.SubscriptionIdentifier = 7
+        me.c.subscribe(f"{root}/a/#", 1, properties=sp)
+        me.subacks.get(timeout=5)
+        me.c.subscribe(f"{root}/b", options=SubscribeOptions(qos=1, noLocal=True))
+        me.subacks.get(timeout=5)
+        alias = PahoProperties(PacketTypes.PUBLISH)
+        alias.TopicAlias = 1
+        other.c.publish(f"{root}/a/x", b"1", 1, properties=alias).wait_for_publish(5)
+        other.c.publish("", b"2", 1, properties=alias).wait_for_publish(5)  # the alias alone
+        got = [me.next(), me.next()]
+        assert [(m.topic, m.payload) for m in got] == [(f"{root}/a/x", b"1"), (f"{root}/a/x", b"2")]
+        assert all(m.properties.SubscriptionIdentifier == [7] for m in got)
+        me.publish(f"{root}/b", b"mine", 1)
+        other.publish(f"{root}/b", b"theirs", 1)
+        m = me.next()
+        assert m.payload == b"theirs" and not getattr(m.properties, "SubscriptionIdentifier", None)
+        assert me.nothing(0.2)
+    finally:
+        me.close()
+        other.close()
+
+
+def test_v5_maximum_packet_size_of_the_client(port: int) -> None:
+    """MQTT 5 3.1.2.25: a message larger than the client's Maximum Packet Size is not sent to it."""
+    topic = f"{uniq('mps')}/t"
+    sub = Paho(port, V5, uniq("sub"), connect_properties={"MaximumPacketSize": 200})
+    pub = Paho(port, V5, uniq("pub"))
+    try:
+        sub.subscribe(topic, 1)
+        for payload in (b"small", b"x" * 1000, b"after"):
+            pub.publish(topic, payload, 1)
+        assert [sub.next().payload, sub.next().payload] == [b"small", b"after"]
+        assert sub.nothing(0.2)
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_v5_receive_maximum_of_the_client(port: int) -> None:
+    """MQTT 5 3.3.4: with Receive Maximum 1 the broker has one QoS 1 message in flight to the client
+    at a time; a burst still arrives whole and in order."""
+    topic = f"{uniq('rm')}/t"
+    sub = Paho(port, V5, uniq("sub"), connect_properties={"ReceiveMaximum": 1})
+    pub = Paho(port, V5, uniq("pub"))
+    try:
+        sub.subscribe(topic, 1)
+        infos = [pub.c.publish(topic, b"%d" % i, 1) for i in range(50)]
+        for info in infos:
+            info.wait_for_publish(5)
+        assert [int(sub.next().payload) for _ in range(50)] == list(range(50))
+    finally:
+        sub.close()
         pub.close()

@@ -1,5 +1,5 @@
 """The MQTT listener: accepts connections, keeps the client-id registry (takeover), runs the
-keepalive and retry timer, owns the retained messages."""
+keepalive and retry timer, owns the retained messages and the wills waiting for their delay."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections.abc import Collection
 
 from robustmq.config import Config
+from robustmq.frontends.mqtt.packets import MQTT_5, Will
 from robustmq.frontends.mqtt.persistent import SessionState, load_sessions
 from robustmq.frontends.mqtt.retained import RetainedStore
 from robustmq.frontends.mqtt.session import MqttSession
@@ -38,6 +39,9 @@ class MqttServer:
         self.port = cfg.mqtt_port
         self._server: asyncio.base_events.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # v5 wills waiting for their Will Delay Interval: client id -> (monotonic deadline, the closed
+        # connection, its will); only persistent sessions wait (expiry 0 ends the session at once)
+        self.wills: dict[str, tuple[float, MqttSession, Will]] = {}
         # the MQTT publish being routed now: deliveries it causes read its QoS and retain flag here
         # (the neutral contract carries neither), and no-local subscriptions skip its publisher
         self.publishing: MqttSession | None = None
@@ -73,6 +77,30 @@ class MqttServer:
         if old is not None and old is not conn:
             old.taken_over()
 
+    # ------------------------------------------------------------------ wills
+    def will_on_close(self, conn: MqttSession, will: Will, session_expiry: int) -> None:
+        """`conn` closed without a normal DISCONNECT: its will goes now, or (v5 Will Delay Interval)
+        when the delay passes or its session ends, whichever is first (MQTT 5 3.1.3.2.2), unless
+        a new connection for the client id comes first."""
+        delay = (will.properties.will_delay_interval or 0) if conn.proto == MQTT_5 else 0
+        newer = self.clients.get(conn.name)
+        if delay > 0 and newer is not None and newer is not conn:
+            return  # taken over: the new connection came before the delay passed (3.1.3-9)
+        delay = min(delay, session_expiry)  # a session of expiry 0 ends with its connection
+        if delay <= 0:
+            conn.publish_will(will)
+            return
+        self.wills[conn.name] = (time.monotonic() + delay, conn, will)
+
+    def cancel_will(self, client_id: str) -> None:
+        self.wills.pop(client_id, None)
+
+    def _due_wills(self, now: float) -> None:
+        for cid, (deadline, conn, will) in list(self.wills.items()):
+            if deadline <= now:
+                del self.wills[cid]
+                conn.publish_will(will)
+
     def check_auth(self, username: str | None, password: bytes | None) -> bool:
         cfg = self.cfg
         pw = password or b""
@@ -98,6 +126,8 @@ class MqttServer:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
             self._expire_sessions()
+            if self.wills:
+                self._due_wills(now)
             for conn in list(self.conns.values()):
                 try:
                     conn.tick(now)
@@ -113,6 +143,7 @@ class MqttServer:
                 st.drop()
 
     async def close(self) -> None:
+        self.wills.clear()  # the log closes next: wills are not published at shutdown
         if self._ticker:
             self._ticker.cancel()
         if self._server:

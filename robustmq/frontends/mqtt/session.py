@@ -135,7 +135,9 @@ class MqttSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        session_expiry = 0  # the session ends with the connection unless it is persistent
         if self.state is not None:
+            session_expiry = self.state.expiry
             self.detach()
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
@@ -146,7 +148,7 @@ class MqttSession(asyncio.Protocol):
         self._inflight.clear()
         will, self.will = self.will, None
         if will is not None and self.connected and not self._shutting_down:
-            self._publish_will(will)
+            self.server.will_on_close(self, will, session_expiry)
         self.server.unregister(self)
 
     def data_received(self, data: bytes) -> None:
@@ -176,6 +178,11 @@ class MqttSession(asyncio.Protocol):
             elif isinstance(ev, Connect):
                 self._on_connect(ev)
             elif isinstance(ev, Disconnect):
+                if ev.properties.session_expiry_interval and self.state is None and self.proto == MQTT_5:
+                    # 3.14.2.2.2: a session that had expiry 0 cannot be given one now; as any protocol
+                    # error this keeps the will (mosquitto does the same)
+                    self._protocol_error(reasons.PROTOCOL_ERROR, "DISCONNECT sets a session expiry after 0")
+                    return
                 if ev.reason_code != reasons.DISCONNECT_WITH_WILL:
                     self.will = None  # a normal disconnect discards the will (spec 3.14.4)
                 sei = ev.properties.session_expiry_interval
@@ -223,6 +230,7 @@ class MqttSession(asyncio.Protocol):
             props = Properties(assigned_client_identifier=assigned, receive_maximum=INBOUND_RECEIVE_MAXIMUM,
                                topic_alias_maximum=TOPIC_ALIAS_MAXIMUM,
                                maximum_packet_size=self.parser.max_packet_size)
+        srv.cancel_will(client_id)  # a new connection before the Will Delay Interval passed (3.1.3-9)
         present = self._take_session(client_id, ev)
         srv.claim(client_id, self)
         self.send(ConnAck(present, reasons.SUCCESS, props))
@@ -377,7 +385,8 @@ class MqttSession(asyncio.Protocol):
         self._qos2_in.discard(pid)
         self.send(PubComp(pid, reasons.SUCCESS if known else reasons.PACKET_IDENTIFIER_NOT_FOUND))
 
-    def _publish_will(self, will: Will) -> None:
+    def publish_will(self, will: Will) -> None:
+        """Route this (closed) connection's will now; the server decides when (Will Delay)."""
         subject = publish_subject(will.topic)
         if subject is None:
             return
