@@ -61,7 +61,7 @@ class Broker:
             self.frontends.register(self.nats)
             log.info("NATS (with mq9) listening on %s:%d", cfg.host, self.nats.port)
         if cfg.mqtt_port:
-            self.mqtt = MqttServer(cfg, self.router)
+            self.mqtt = MqttServer(cfg, self.router, self.outbound)
             await self.mqtt.start(cfg.host, cfg.mqtt_port)
             self.frontends.register(self.mqtt)
             log.info("MQTT listening on %s:%d", cfg.host, self.mqtt.port)

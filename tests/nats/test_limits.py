@@ -120,6 +120,61 @@ async def test_server_wide_outbound_cap_cuts_the_slowest_first() -> None:
         srv.cleanup()
 
 
+def _mqtt_sleeper(port: int, n: int) -> socket.socket:
+    """An MQTT 3.1.1 client subscribed to `flood` (QoS 0) that never reads again."""
+    cid = b"sleeper%d" % n
+    sk = socket.socket()
+    sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sk.connect(("127.0.0.1", port))
+    var = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+    sk.sendall(b"\x10" + bytes([len(var)]) + var)
+    assert sk.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
+    sub = b"\x00\x01\x00\x05flood\x00"
+    sk.sendall(b"\x82" + bytes([len(sub)]) + sub)
+    assert sk.recv(5) == b"\x90\x03\x00\x01\x00"  # SUBACK QoS 0
+    return sk
+
+
+async def test_server_wide_outbound_cap_counts_mqtt_connections_too() -> None:
+    """One budget for every protocol: MQTT subscribers that never read are cut by the server-wide
+    cap (here 32 MiB) although their per-connection limit (64 MiB) would let each hold the flood."""
+    srv = RobustMQ(extra_args=["--max-pending-total", str(32 << 20)], mqtt=True).start()
+    try:
+        sleepers = [_mqtt_sleeper(srv.mqtt_port, i) for i in range(10)]
+        reader = await nats.connect(srv.nats_url, allow_reconnect=False)
+        got = 0
+
+        async def count(msg) -> None:
+            nonlocal got
+            got += 1
+
+        await reader.subscribe("flood", cb=count)
+        await reader.flush()
+        r, w = await raw(srv.nats_port)
+        chunk = (b"PUB flood 1024\r\n" + b"x" * 1024 + b"\r\n") * 256
+        deadline = time.monotonic() + 20
+        for _ in range(200):  # 50 MB offered; each sleeper could hold all of it
+            w.write(chunk)
+            await w.drain()
+            if time.monotonic() > deadline:
+                break
+        w.write(b"PING\r\n")
+        await w.drain()
+        assert await asyncio.wait_for(r.readline(), 30) == b"PONG\r\n"
+        peak = proc_status_mb(srv.proc.pid, "VmHWM")
+        print(f"peak RSS with 10 non-reading MQTT subscribers under a 50 MB flood: {peak} MB")
+        assert peak < 300, f"server RSS peaked at {peak} MB"
+        assert sum(closed_by_server(sk, 10) for sk in sleepers) >= 5
+        assert reader.is_connected
+        assert await roundtrip_ok(srv)
+        await reader.close()
+        w.close()
+        for sk in sleepers:
+            sk.close()
+    finally:
+        srv.cleanup()
+
+
 async def test_stale_connection_gets_error_and_close() -> None:
     srv = RobustMQ(extra_args=["--ping-interval", "0.2", "--max-pings-out", "2"]).start()
     try:

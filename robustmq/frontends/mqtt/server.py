@@ -14,6 +14,7 @@ from robustmq.frontends.mqtt.packets import MQTT_5, Will
 from robustmq.frontends.mqtt.persistent import SessionState, load_sessions
 from robustmq.frontends.mqtt.retained import RetainedStore
 from robustmq.frontends.mqtt.session import MqttSession
+from robustmq.frontends.outbound import OutboundBudget
 from robustmq.frontends.registry import ConnectionTable
 from robustmq.routing.router import Router
 
@@ -25,8 +26,10 @@ TICK_S = 0.25  # how often keepalive deadlines and retries are checked
 class MqttServer:
     protocol = "mqtt"  # its name in the front-end registry (monitoring's `protocol` label)
 
-    def __init__(self, cfg: Config, router: Router) -> None:
+    def __init__(self, cfg: Config, router: Router, budget: OutboundBudget | None = None) -> None:
         self.cfg = cfg
+        # outbound bytes of backlogged connections, all together (shared with the other front-ends)
+        self.budget = budget if budget is not None else OutboundBudget(cfg.max_pending_total)
         self.router = router
         self.table: ConnectionTable[MqttSession] = ConnectionTable()
         self.conns = self.table.conns  # open connections by id

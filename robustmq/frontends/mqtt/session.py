@@ -116,6 +116,7 @@ class MqttSession(asyncio.Protocol):
         self._refused: Refusal | None = None  # set by refuse() while our own publish is routed
         self._out: list[bytes] = []
         self._out_size = 0
+        self._backlog = 0  # this connection's share of the server-wide outbound budget
         self._flush_scheduled = False
         self._shutting_down = False
         self.state: SessionState | None = None  # a persistent session's state, while connected
@@ -145,11 +146,30 @@ class MqttSession(asyncio.Protocol):
         self._filters.clear()
         self._out.clear()
         self._queue.clear()
+        self._queued_bytes = 0
         self._inflight.clear()
+        self.server.budget.account(self, 0)
         will, self.will = self.will, None
         if will is not None and self.connected and not self._shutting_down:
             self.server.will_on_close(self, will, session_expiry)
         self.server.unregister(self)
+
+    # flow control: asyncio says when the transport's buffer crosses its high/low water marks; a
+    # connection between the two (or with publishes queued behind a full inflight window) counts
+    # against the server-wide outbound budget, which cuts the largest backlogs of any protocol first
+    def pause_writing(self) -> None:
+        if not self.closed:
+            self.server.budget.account(self, self.backlog_size())
+
+    def resume_writing(self) -> None:
+        if not self.closed:
+            self.server.budget.account(self, self._queued_bytes)
+
+    def backlog_size(self) -> int:
+        t = self.transport
+        if t is None or self.closed:
+            return 0
+        return t.get_write_buffer_size() + self._out_size + self._queued_bytes
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -556,6 +576,8 @@ class MqttSession(asyncio.Protocol):
             self._queued_bytes += len(payload) + len(topic)
             if self._queued_bytes > self.max_pending:
                 self.slow_consumer()
+            else:
+                self.server.budget.account(self, self.backlog_size())
             return
         self._send_inflight(out, False)
 
@@ -631,6 +653,8 @@ class MqttSession(asyncio.Protocol):
             out = self._queue.popleft()
             self._queued_bytes -= len(out.payload) + len(out.topic)
             self._send_inflight(out, False)
+        if self._backlog:
+            self.server.budget.account(self, self.backlog_size())
         if self.state is not None:
             self._drain_state(self.state)
 
@@ -735,14 +759,19 @@ class MqttSession(asyncio.Protocol):
         t.writelines(out) if len(out) > 1 else t.write(out[0])
         if t.get_write_buffer_size() > self.max_pending:
             self.slow_consumer()
+        elif self._backlog:  # writing is paused or publishes wait: keep the budget's count current
+            self.server.budget.account(self, self.backlog_size())
 
     def slow_consumer(self) -> None:
         if self.closed:
             return
         self.server.slow_consumers += 1
         log.warning("mqtt slow consumer cid=%d %s: closing", self.cid, self.peer)
+        self.server.budget.account(self, 0)
         self._out.clear()
         self._out_size = 0
+        self._queue.clear()
+        self._queued_bytes = 0
         self.closed = True
         if self.transport is not None:
             self.transport.abort()  # drop the backlog: memory must not grow without bound
