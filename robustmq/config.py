@@ -23,6 +23,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kafka_port: int = 9092
     http_port: int = 8222
     server_name: str = ""
+    max_pending_total: int = 128 << 20  # all connections of every protocol together; largest cut first
 
     # storage
     data_dir: str = "./robustmq-data"
@@ -38,7 +39,6 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_payload: int = 1 << 20
     max_control_line: int = 4096
     max_pending: int = 64 << 20  # per-connection outbound bytes before "Slow Consumer"
-    max_pending_total: int = 128 << 20  # all connections together; the largest backlogs are cut first
     ping_interval_s: float = 120.0
     max_pings_out: int = 2
     auth_timeout_s: float = 2.0
@@ -133,10 +133,11 @@ def fields() -> tuple[msgspec.inspect.Field, ...]:
 # The parts of the server, each a TOML table and a group of `serve --help`. A key inside a table may
 # drop the table's prefix: `[mq9] default_ttl_s = 60` is `mq9_default_ttl_s`.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "server": ("host", "nats_port", "mqtt_port", "kafka_port", "http_port", "server_name", "log_level"),
+    "server": ("host", "nats_port", "mqtt_port", "kafka_port", "http_port", "server_name", "log_level",
+               "max_pending_total"),
     "log": ("data_dir", "durability", "segment_max_records", "segment_max_age_s", "retention_max_age_s",
             "retention_max_bytes", "retention_check_interval_s", "ephemeral_subjects"),
-    "nats": ("max_payload", "max_control_line", "max_pending", "max_pending_total", "ping_interval_s",
+    "nats": ("max_payload", "max_control_line", "max_pending", "ping_interval_s",
              "max_pings_out", "auth_timeout_s"),
     "auth": ("user", "password", "token"),
     "mq9": ("mq9_default_ttl_s", "mq9_max_ttl_s", "mq9_max_messages", "mq9_max_bytes",
