@@ -198,7 +198,7 @@ def test_expiry_sweep_pops_only_what_is_due() -> None:
         assert idle < 0.001, f"an idle sweep over 50k mailboxes took {idle * 1e6:.0f} us"
         assert reg.expired_now(short.expires_ms) == [short]
         assert reg.expired_now(short.expires_ms) == []  # popped once
-        late = boxes[0].expires_ms
+        late = max(b.expires_ms for b in boxes)  # created over more than a second on a busy machine
         assert len(reg.expired_now(late + 1000)) == len(boxes)
         # a registry recovered from the store rebuilds its heap
         log.close()

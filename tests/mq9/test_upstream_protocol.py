@@ -15,6 +15,7 @@ from procs import RobustMQ
 
 from .helpers import (
     CREATE,
+    barrier,
     collect,
     connect,
     create,
@@ -305,3 +306,219 @@ async def test_delayed_send_is_pushed_to_seed_subscriber_when_due(server) -> Non
     assert [(m.data, priority(m)) for m in msgs] == [(b"later", "urgent")]
     assert [m["msg_id"] for m in await list_mailbox(nc, addr)] == [msg_id(msgs[0])]
     await nc.close()
+
+
+async def ack(nc: Any, addr: str, group: str, mid: int) -> dict[str, Any]:
+    return await request_json(nc, f"{MSG}ACK.{addr}", {"group_name": group, "mail_address": addr,
+                                                        "msg_id": mid})
+
+
+async def test_ack_accepts_exactly_what_the_group_was_handed(server) -> None:
+    """Issue: ACK of a msg_id never fetched is a clear error, also below the highest one fetched:
+    a lower priority left out by num_msgs, a delayed one still hidden, a deleted one."""
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("ack"))
+    n0 = await up_send(nc, addr, b"n0")
+    n1 = await up_send(nc, addr, b"n1")
+    assert await up_send(nc, addr, b"later", delay="60") == -1
+    delayed = n1 + 1  # msg_ids are dense: the delayed send took the next one
+    gone = await up_send(nc, addr, b"gone")
+    n2 = await up_send(nc, addr, b"n2")
+    crit = await up_send(nc, addr, b"crit", priority="critical")
+    assert [delayed, gone, n2, crit] == [n1 + 1, n1 + 2, n1 + 3, n1 + 4]
+    assert (await request_json(nc, f"{MSG}DELETE.{addr}.{gone}"))["deleted"] is True
+    got = await fetch(nc, addr, group_name="g", deliver="earliest", config={"num_msgs": 2})
+    assert [m["msg_id"] for m in got] == [crit, n0]
+    for never in (n1, delayed, gone, n2, crit + 1, -1):
+        up_error(await ack(nc, addr, "g", never), "never fetched", str(never))
+    # what it was handed is accepted, again too (an ACK whose reply was lost is retried)
+    for mid in (crit, crit, n0, n0):
+        assert await ack(nc, addr, "g", mid) == {"error": ""}
+    # handed out, then deleted by someone else before the worker acked it: still accepted
+    got = await fetch(nc, addr, group_name="g", config={"num_msgs": 1})
+    assert [m["msg_id"] for m in got] == [n1]
+    assert (await request_json(nc, f"{MSG}DELETE.{addr}.{n1}"))["deleted"] is True
+    assert await ack(nc, addr, "g", n1) == {"error": ""}
+    up_error(await ack(nc, addr, "g", n2), "never fetched")
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g")] == [n2]
+    assert await ack(nc, addr, "g", n2) == {"error": ""}
+    # another group was handed nothing
+    up_error(await ack(nc, addr, "other", n0), "never fetched")
+    await nc.close()
+
+
+async def test_ack_of_a_delivery_whose_message_expired(server) -> None:
+    """A message handed out and expired (mq9-ttl) before its ACK is still acked; the group's floor
+    passes expired messages, so acking it again is a clear error, not silently accepted."""
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("ack"))
+    short = await up_send(nc, addr, b"short", ttl="1")
+    never = await up_send(nc, addr, b"never-fetched", ttl="1")
+    kept = await up_send(nc, addr, b"kept")
+    got = await fetch(nc, addr, group_name="g", deliver="earliest", config={"num_msgs": 1})
+    assert [m["msg_id"] for m in got] == [short]
+    await asyncio.sleep(1.2)
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g")] == [kept]
+    assert await ack(nc, addr, "g", short) == {"error": ""}
+    assert await ack(nc, addr, "g", kept) == {"error": ""}
+    up_error(await ack(nc, addr, "g", short), "expired")
+    up_error(await ack(nc, addr, "g", never), "expired")
+    assert await fetch(nc, addr, group_name="g", config={"max_wait_ms": 0}) == []
+    await nc.close()
+
+
+async def test_ack_of_a_delivery_made_before_a_restart(fresh_server: RobustMQ) -> None:
+    """Deliveries awaiting an ACK are persisted: acked after a restart without fetching again."""
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    addr = await up_create(nc, unique_name("ack"), ttl=3600)
+    ids = [await up_send(nc, addr, b"m%d" % i) for i in range(4)]
+    crit = await up_send(nc, addr, b"crit", priority="critical")
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g", deliver="earliest",
+                                             config={"num_msgs": 3})] == [crit, *ids[:2]]
+    assert await ack(nc, addr, "g", ids[0]) == {"error": ""}
+    await nc.close()
+    fresh_server.restart()
+    nc = await connect(fresh_server.nats_url)
+    for never in (ids[2], ids[3]):  # below the highest id handed out, but never handed out
+        up_error(await ack(nc, addr, "g", never), "never fetched")
+    for mid in (crit, ids[1], ids[0]):
+        assert await ack(nc, addr, "g", mid) == {"error": ""}
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g")] == ids[2:]
+    await nc.close()
+
+
+async def test_delayed_message_reaches_queue_groups_once(server) -> None:
+    """SPEC §4 queue groups and upstream's mq9-delay: a message sent after a delayed one moves the
+    group's cursor past it; the delayed one still reaches exactly one member when due, and a plain
+    subscriber gets it pushed once."""
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("dq"))
+    subj = f"$mq9.AI.MAILBOX.MSG.{addr}.*"
+    workers = [await connect(server.nats_url) for _ in range(2)]
+    members = [await subscribe(w, subj, queue="w") for w in workers]
+    plain = await subscribe(nc, subj)
+    for w in workers:
+        await barrier(w)
+    await barrier(nc)
+    assert await up_send(nc, addr, b"later", delay="1") == -1
+    now_id = await up_send(nc, addr, b"now")
+    await plain.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert sorted(i for m in members for i in m.ids) == [now_id]
+    msgs = await plain.wait_for(2, timeout=4)
+    assert [m.data for m in msgs] == [b"now", b"later"]
+    await asyncio.sleep(0.3)
+    for m in members:
+        await m.settle(0.2)
+    got = sorted((i, d) for m in members for i, d in zip(m.ids, m.payloads))
+    assert got == [(now_id - 1, b"later"), (now_id, b"now")]
+    assert len(plain.msgs) == 2
+    for w in workers:
+        await w.close()
+    await nc.close()
+
+
+async def test_delayed_message_due_while_the_queue_group_was_away(server) -> None:
+    """A queue group whose cursor passed a hidden delayed message and whose members all left gets it
+    from its next replay, once, after it came due."""
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("dq"))
+    subj = f"$mq9.AI.MAILBOX.MSG.{addr}.*"
+    w = await connect(server.nats_url)
+    member = await subscribe(w, subj, queue="w")
+    await barrier(w)
+    await up_send(nc, addr, b"later", delay="1")
+    now_id = await up_send(nc, addr, b"now")
+    assert [m.data for m in await member.wait_for(1)] == [b"now"]
+    await member.sub.unsubscribe()
+    await barrier(w)
+    await asyncio.sleep(1.3)
+    back = await subscribe(w, subj, queue="w")
+    await back.wait_for(1)
+    await back.settle(0.3)
+    assert [(i, d) for i, d in zip(back.ids, back.payloads)] == [(now_id - 1, b"later")]
+    await w.close()
+    await nc.close()
+
+
+async def test_delayed_message_pushed_when_due_after_a_restart(fresh_server: RobustMQ) -> None:
+    """A delayed message sent before a restart is pushed, once, to §4 subscribers and to one member
+    of a queue group (whose cursor passed it before the restart) when it comes due after it."""
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    addr = await up_create(nc, unique_name("dr"), ttl=3600)
+    subj = f"$mq9.AI.MAILBOX.MSG.{addr}.*"
+    member = await subscribe(nc, subj, queue="w")
+    await barrier(nc)
+    delay = 8
+    due = time.time() + delay
+    assert await up_send(nc, addr, b"later", delay=str(delay), priority="urgent") == -1
+    now_id = await up_send(nc, addr, b"now", priority="urgent")
+    assert [m.data for m in await member.wait_for(1)] == [b"now"]
+    await nc.close()
+    fresh_server.restart()
+    nc = await connect(fresh_server.nats_url)
+    plain = await subscribe(nc, subj)
+    group = [await subscribe(nc, subj, queue="w") for _ in range(2)]
+    await barrier(nc)
+    assert time.time() < due - 1, "the restart took too long for this test to mean anything"
+    await plain.wait_for(1)  # the replay: only what is visible
+    assert plain.payloads == [b"now"]
+    assert [m.msgs for m in group] == [[], []]
+    msgs = await plain.wait_for(2, timeout=delay + 5)
+    assert time.time() >= due - 0.1
+    assert [(m.data, msg_id(m), priority(m)) for m in msgs] == [
+        (b"now", now_id, "urgent"), (b"later", now_id - 1, "urgent")]
+    await asyncio.sleep(0.3)
+    assert len(plain.msgs) == 2
+    got = [(i, d) for m in group for i, d in zip(m.ids, m.payloads)]
+    assert got == [(now_id - 1, b"later")]
+    await nc.close()
+
+
+def test_group_state_from_the_previous_release_and_its_bounds(tmp_path: Any) -> None:
+    """A group state saved as `[floor, hi, acked]` (before deliveries were tracked) loads with every
+    unacked offset up to `hi` awaiting an ACK; the deliveries remembered are capped."""
+    import msgspec
+
+    from robustmq.core_log import Record, SegmentLog, Store
+    from robustmq.frontends.mq9.mailboxes import CreateRequest, MailboxRegistry
+    from robustmq.frontends.mq9.upstream import (
+        FETCH_NS,
+        MAX_PENDING,
+        MAX_STALE_PENDING,
+        GroupState,
+        Upstream,
+        _gkey,
+    )
+
+    log = SegmentLog(Store(str(tmp_path)))
+    try:
+        reg = MailboxRegistry(log, 3600, 86400)
+        mb = reg.create(CreateRequest(ttl=3600))[0]
+        log.append_many(log.stream(mb.stream_name), [Record(0, b"m", None, None, {"p": 2})] * 12)
+        log.put_meta(FETCH_NS, _gkey(mb.mail_id, "old"), msgspec.msgpack.encode([5, 9, [7]]))
+        log.flush()
+        up = Upstream(log, reg)
+        g = up._group(mb, "old")
+        assert g is not None and (g.floor, g.hi, g.acked, g.start) == (5, 9, {7}, 0)
+        assert g.pending == {5, 6, 8, 9}
+        for mid in (6, 5, 5, 7):
+            assert up.ack(mb.mail_id, b'{"group_name": "old", "msg_id": %d}' % mid) == b'{"error":""}'
+        assert (g.floor, g.acked, g.pending) == (8, set(), {8, 9})
+        up.save_dirty()
+        log.flush()
+        again = Upstream(log, reg)._group(mb, "old")  # saved in the new form: read back the same
+        assert again is not None and (again.floor, again.pending) == (8, {8, 9})
+
+        big = GroupState(0, -1, set())
+        big.pending = set(range(MAX_PENDING + 500))
+        big.trim()
+        assert len(big.pending) == MAX_PENDING and min(big.pending) == 500
+        stale = GroupState(MAX_STALE_PENDING + 300, 0, set())
+        stale.pending = set(range(MAX_STALE_PENDING + 400))
+        stale.trim()  # below the floor: deliveries of messages deleted or expired since
+        assert min(stale.pending) == 300 and len(stale.pending) == MAX_STALE_PENDING + 100
+    finally:
+        log.close()

@@ -5,6 +5,16 @@ and then live ones; live messages that arrive during the replay wait in a backlo
 no gap and no duplicate. A queue group hands each message to one member and keeps its progress
 (the highest offset of each priority handed out), persisted in the log's metadata.
 
+Delayed messages (upstream's `mq9-delay`) are stored hidden and pushed when due (`delayed.py`), out
+of offset order, so each target decides on its own whether it already has one:
+- a plain subscription that began (`since`, ms) before the message became visible gets the push;
+  one that began after it replays it instead (its replay hides exactly the ones due after `since`);
+- a queue group's cursor may pass a delayed message while it is hidden (a later message of its
+  priority is handed out), so the group keeps those offsets as `owed` (persisted beside its
+  cursors): the message is handed to one member when it comes due, or by the group's next replay
+  if it came due while no member was there. An owed offset leaves the set when it is handed out,
+  deleted or expired, so the set holds at most the mailbox's pending delayed messages.
+
 Each subscription is told messages in its dialect: §4 names on the subject, or, for the PyPI SDK
 (SPEC §4b), its `high`/`normal`/`low` and a `{"msg_id", "payload": <base64>}` envelope, the only place
 that SDK reads a msg_id from (it ignores headers).
@@ -37,8 +47,11 @@ from robustmq.frontends.mq9.subjects import ALL_MASK
 REPLAY_CHUNK = 512
 REPLAY_HIGH_WATER = 8 << 20  # pause a replay while the subscriber has this much unsent
 
+GROUP_OWED_NS = "mq9.gowed"  # per queue group: delayed offsets its cursors passed while hidden
+
 _group_enc = msgspec.msgpack.Encoder()
 _group_dec = msgspec.msgpack.Decoder(list[int])
+_owed_dec = msgspec.msgpack.Decoder(dict[int, int])
 _PRIO_BYTES = [p.encode() for p in PRIORITIES]
 _NO_PROGRESS = [-1] * len(PRIORITIES)
 
@@ -57,24 +70,30 @@ class Target:
 
 
 class SubTarget(Target):
-    __slots__ = ("sdk", "sub")
+    __slots__ = ("sdk", "since", "sub")
 
     def __init__(self, sub: Any, mail_id: str, mask: int, sdk: bool = False) -> None:
         super().__init__(mail_id, mask)
         self.sub = sub
         self.sdk = sdk  # told in the PyPI SDK's dialect
+        # when it subscribed (ms): a delayed message due after this is pushed, not replayed
+        self.since = now_ms()
 
 
 class Group(Target):
-    """A queue group on a mailbox. cursors[p]: the highest offset of priority p handed to a member."""
+    """A queue group on a mailbox. cursors[p]: the highest offset of priority p handed to a member;
+    owed: offset -> priority of delayed messages not handed out yet (some below the cursors)."""
 
-    __slots__ = ("cursors", "members", "queue")
+    __slots__ = ("cursors", "members", "owed", "owed_dirty", "queue")
 
-    def __init__(self, mail_id: str, queue: str, cursors: list[int]) -> None:
+    def __init__(self, mail_id: str, queue: str, cursors: list[int],
+                 owed: dict[int, int] | None = None) -> None:
         super().__init__(mail_id, ALL_MASK)
         self.queue = queue
         self.members: list[SubTarget] = []
         self.cursors = cursors
+        self.owed: dict[int, int] = owed or {}
+        self.owed_dirty = False
 
 
 class Delivery:
@@ -138,9 +157,12 @@ class Delivery:
             if g.task:
                 g.task.cancel()
             g.cursors = list(_NO_PROGRESS)
+            g.owed = {}
+            g.owed_dirty = False
             g.backlog = []
             self._dirty_groups.discard(g)
         self.log.delete_meta_prefix(GROUP_NS, _group_key(mb.mail_id, ""))
+        self.log.delete_meta_prefix(GROUP_OWED_NS, _group_key(mb.mail_id, ""))
 
     def close(self) -> None:
         for t in [t for ts in self.subs.values() for t in ts] + list(self.groups.values()):
@@ -149,16 +171,22 @@ class Delivery:
 
     # ------------------------------------------------------------------ live
     def live(self, mb: Mailbox, off: int, rec: Record) -> None:
+        """A message just stored, or a delayed one (`vis` in its metadata) just come due."""
         if self.registry.boxes.get(mb.mail_id) is not mb:
             return  # expired meanwhile
         stream = self.log.get_stream(mb.stream_name)
-        if stream is not None and off in stream.deleted:
+        vis = _vis(rec)
+        deleted = stream is not None and off in stream.deleted
+        if deleted or (rec.meta and hidden(rec, now_ms())):
+            # deleted, or upstream's mq9-delay not due (pushed when it is) or mq9-ttl past
+            if vis >= 0 and (deleted or vis <= now_ms()):
+                self.settle_owed(mb.mail_id, off)
             return
-        if rec.meta and hidden(rec, now_ms()):
-            return  # upstream's mq9-delay (pushed again when due) or mq9-ttl past
         bit = 1 << priority_of(rec)
         for t in self.subs.get(mb.mail_id, ()):
-            if t.mask & bit:
+            # a delayed message (vis >= 0) is pushed to the subscriptions that began before it came
+            # due; the others replayed it
+            if t.mask & bit and (vis < 0 or t.since < vis):
                 if t.replaying:
                     t.backlog.append((mb, off, rec))
                 else:
@@ -190,7 +218,8 @@ class Delivery:
 
     def _to_group(self, g: Group, mb: Mailbox, off: int, rec: Record) -> bool:
         p = priority_of(rec)
-        if off <= g.cursors[p]:
+        owed = g.owed
+        if off <= g.cursors[p] and not (owed and off in owed):
             return True
         bit = 1 << p
         members = [m for m in g.members if m.mask & bit and not m.sub.conn.closed]
@@ -198,15 +227,42 @@ class Delivery:
             return False
         m = members[random.randrange(len(members))] if len(members) > 1 else members[0]
         self._to_sub(m, mb, off, rec)
-        g.cursors[p] = off
+        if off > g.cursors[p]:
+            g.cursors[p] = off
+        if owed and owed.pop(off, None) is not None:
+            g.owed_dirty = True
         self._dirty_groups.add(g)
         return True
+
+    def delayed(self, mb: Mailbox, off: int, rec: Record) -> None:
+        """A delayed message was stored (hidden): every queue group now on the mailbox owes it to a
+        member, since its cursor may pass it before it comes due. (A group not loaded now has not
+        passed it: its next replay starts below it.)"""
+        p = priority_of(rec)
+        for g in self.groups_by_mail.get(mb.mail_id, ()):
+            g.owed[off] = p
+            g.owed_dirty = True
+            self._dirty_groups.add(g)
+
+    def settle_owed(self, mail_id: str, off: int) -> None:
+        """A delayed message was deleted or expired: no group owes it any more."""
+        for g in self.groups_by_mail.get(mail_id, ()):
+            if g.owed.pop(off, None) is not None:
+                g.owed_dirty = True
+                self._dirty_groups.add(g)
 
     def persist_groups(self) -> None:
         if not self._dirty_groups:
             return
         for g in self._dirty_groups:
-            self.log.put_meta(GROUP_NS, _group_key(g.mail_id, g.queue), _group_enc.encode(g.cursors))
+            key = _group_key(g.mail_id, g.queue)
+            self.log.put_meta(GROUP_NS, key, _group_enc.encode(g.cursors))
+            if g.owed_dirty:
+                g.owed_dirty = False
+                if g.owed:
+                    self.log.put_meta(GROUP_OWED_NS, key, _group_enc.encode(g.owed))
+                else:
+                    self.log.delete_meta(GROUP_OWED_NS, key)
         self._dirty_groups.clear()
 
     # ------------------------------------------------------------------ replay
@@ -228,10 +284,38 @@ class Delivery:
             for p in range(len(PRIORITIES)):
                 if not t.mask & (1 << p):
                     continue
-                start = t.cursors[p] + 1 if isinstance(t, Group) else 0
+                if isinstance(t, Group):
+                    # delayed messages its cursor passed while they were hidden, due since then
+                    for off in sorted(o for o, q in t.owed.items() if q == p and o <= t.cursors[p]):
+                        found = next(iter(self.log.read(stream, off, off + 1)), None)
+                        now = now_ms()
+                        if found is not None and hidden(found[1], now):
+                            if _vis(found[1]) > now:
+                                continue  # not due yet: pushed when it is
+                            found = None  # expired
+                        if found is None:
+                            t.owed.pop(off, None)
+                            t.owed_dirty = True
+                            self._dirty_groups.add(t)
+                            continue
+                        if not self._to_group(t, mb, off, found[1]):
+                            return
+                        n += 1
+                    start = t.cursors[p] + 1
+                else:
+                    start = 0
                 for off, rec in self.log.read(stream, start, end):
-                    if priority_of(rec) != p or (rec.meta and hidden(rec, now_ms())):
+                    if priority_of(rec) != p:
                         continue
+                    if rec.meta:
+                        if hidden(rec, now_ms()):
+                            if isinstance(t, Group) and _vis(rec) > now_ms() and off not in t.owed:
+                                t.owed[off] = p  # its cursor may pass it before it is due
+                                t.owed_dirty = True
+                                self._dirty_groups.add(t)
+                            continue
+                        if not isinstance(t, Group) and _vis(rec) > t.since:
+                            continue  # came due after the subscribe: pushed, not replayed
                     if isinstance(t, Group):
                         if not self._to_group(t, mb, off, rec):
                             return  # nobody left in the group: the rest waits for it
@@ -276,8 +360,10 @@ class Delivery:
         if g is None:
             raw = self.log.get_meta(GROUP_NS, _group_key(t.mail_id, queue))
             cursors = _group_dec.decode(raw) if raw else []
+            raw_owed = self.log.get_meta(GROUP_OWED_NS, _group_key(t.mail_id, queue))
             # progress saved before the fourth level (`low`) existed has three entries
-            g = Group(t.mail_id, queue, cursors + _NO_PROGRESS[len(cursors):])
+            g = Group(t.mail_id, queue, cursors + _NO_PROGRESS[len(cursors):],
+                      _owed_dec.decode(raw_owed) if raw_owed else None)
             self.groups[key] = g
             self.groups_by_mail.setdefault(t.mail_id, []).append(g)
             g.members.append(t)
@@ -288,6 +374,12 @@ class Delivery:
 
 def _group_key(mail_id: str, queue: str) -> str:
     return mail_id + "\x00" + queue
+
+
+def _vis(rec: Record) -> int:
+    """When a delayed message becomes visible (ms); -1 for any other."""
+    m = rec.meta
+    return int(m.get("vis", -1)) if m else -1
 
 
 def _sdk_envelope(off: int, payload: bytes) -> bytes:

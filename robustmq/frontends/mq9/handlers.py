@@ -28,6 +28,7 @@ import msgspec
 from robustmq.config import Config
 from robustmq.core_log import Record, SegmentLog
 from robustmq.frontends.mq9.agents import AGENT_PREFIX, DISCOVER, AgentRegistry
+from robustmq.frontends.mq9.delayed import DelayedPush
 from robustmq.frontends.mq9.delivery import Delivery, SubTarget
 from robustmq.frontends.mq9.discovery import PublicList
 from robustmq.frontends.mq9.mailboxes import STREAM_PREFIX, Mailbox, MailboxRegistry, Mq9Error, now_ms
@@ -64,7 +65,7 @@ log = logging.getLogger("robustmq.mq9")
 _json = msgspec.json.Encoder()
 
 # work that waits for the commit of the batch it was appended in
-_LIVE, _LIVE_MANY, _REPLY, _ACKS, _LIST, _PUBLIC = range(6)
+_LIVE, _LIVE_MANY, _REPLY, _ACKS, _LIST, _PUBLIC, _DELAYED = range(7)
 
 
 class Mq9Layer:
@@ -79,6 +80,8 @@ class Mq9Layer:
         self.delivery = Delivery(log_, self.registry, self.stats)
         self.public = PublicList(self.registry)
         self.upstream = Upstream(log_, self.registry)
+        # upstream's mq9-delay: pushed to §4 subscribers and queue groups when due, restarts included
+        self.delayed = DelayedPush(log_, self.registry, self.delivery.has_targets, self._push_due)
         self.agents = AgentRegistry(log_, self.registry)  # upstream's AGENT.* registry and search
         # work to do once a log batch is written, per batch: the log writes one batch while the next
         # fills, so an item queued now must not ride on the callback of the batch already in flight
@@ -86,6 +89,8 @@ class Mq9Layer:
         self._post_seq = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # LIST pages being built
+        self._ack_replies: list[tuple[Connection | None, str, bytes]] = []  # until `_save_acks`
+        self._acks_scheduled = False
         # subscriptions this layer took: their delivery target (None: a PUBLIC.LIST subscriber)
         self._taken: dict[Any, SubTarget | None] = {}
         # mailbox streams live exactly as long as their mailbox, not by the log's retention
@@ -93,12 +98,16 @@ class Mq9Layer:
 
     def start(self) -> None:
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+        pending = self.delayed.load()  # delayed messages sent before a restart, from their index
+        if pending:
+            log.info("mq9: %d delayed messages pending", pending)
         self.agents.start()
 
     def close(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
         self.delivery.close()
+        self.delayed.close()
         self.agents.close()
         for task in list(self._tasks):
             task.cancel()
@@ -122,10 +131,14 @@ class Mq9Layer:
             elif subject.startswith(MSG_DELETE_PREFIX):
                 self._delete(origin, subject[len(MSG_DELETE_PREFIX):], reply, upstream=True)
             elif subject.startswith(ACK_PREFIX):
-                # the ACK is stored (metadata) in the current batch: answered once it is durable
+                # the group's new state is written at the end of this loop turn (one write for a
+                # burst of ACKs) and the ACK answered once that write is durable
                 body = self.upstream.ack(subject[len(ACK_PREFIX):], payload)
                 if reply:
-                    self._post_commit((_REPLY, origin, reply, body))
+                    self._ack_replies.append((origin, reply, body))
+                if not self._acks_scheduled:
+                    self._acks_scheduled = True
+                    asyncio.get_running_loop().call_soon(self._save_acks)
             elif subject.startswith(FETCH_PREFIX):
                 if reply and origin is not None:
                     freq = self.upstream.parse_fetch(payload)
@@ -231,22 +244,28 @@ class Mq9Layer:
         if vis is None:
             self._post_commit((_LIVE, mb, off, rec))
         else:
-            # §4 subscribers get it pushed when due (until a restart; after one, replay shows it)
-            delay = (int(vis) - now) / 1000
-            loop = asyncio.get_running_loop()
-            self.log.on_commit(self.log.batch_seq,
-                               lambda: loop.call_later(delay, self._due, mb, off, rec))
+            # pushed to §4 subscribers and queue groups when due; indexed in this batch, so a
+            # restart before then still pushes it
+            self.delayed.stored(mb, off, int(vis))
+            self._post_commit((_DELAYED, mb, off, rec))
         if reply:
             self._post_commit((_REPLY, origin, reply, ok({"msg_id": -1 if vis is not None else off})))
 
-    def _due(self, mb: Mailbox, off: int, rec: Record) -> None:
-        # the loop's timer is monotonic, `vis` is wall-clock ms: a timer firing a little early
-        # would see the record still hidden and drop the push, so wait out the remainder
-        left = int(rec.meta["vis"]) - now_ms() if rec.meta and "vis" in rec.meta else 0
-        if left > 0:
-            asyncio.get_running_loop().call_later(left / 1000, self._due, mb, off, rec)
-            return
-        self.delivery.live(mb, off, rec)
+    def _save_acks(self) -> None:
+        """End of a loop turn with ACKs: write the groups they changed, then answer each ACK once
+        the batch holding that write is committed."""
+        self._acks_scheduled = False
+        self.upstream.save_dirty()
+        replies, self._ack_replies = self._ack_replies, []
+        for origin, reply, body in replies:
+            self._post_commit((_REPLY, origin, reply, body))
+
+    def _push_due(self, mb: Mailbox, off: int, rec: Record | None) -> None:
+        """A delayed message came due (None: it was deleted meanwhile)."""
+        if rec is None:
+            self.delivery.settle_owed(mb.mail_id, off)
+        else:
+            self.delivery.live(mb, off, rec)
         self.delivery.persist_groups()
 
     def _spawn(self, coro: Any) -> None:
@@ -376,6 +395,10 @@ class Mq9Layer:
                     task.add_done_callback(self._tasks.discard)
             elif kind == _PUBLIC:
                 self.public.created(item[1])
+            elif kind == _DELAYED:
+                mb, off, rec = item[1], item[2], item[3]
+                delivery.delayed(mb, off, rec)
+                self.delayed.committed(mb, off, int(rec.meta["vis"]), rec)
         delivery.persist_groups()
 
     # ================================================================== subscribe side
@@ -424,6 +447,7 @@ class Mq9Layer:
         self.log.delete_stream(mb.stream_name)
         self.delivery.forget(mb)
         self.upstream.forget(mb)
+        self.delayed.forget(mb)
         self.agents.forget(mb.mail_id)  # a registered agent goes with its mailbox
         self.stats.mailboxes_expired += 1
         if mb.public:

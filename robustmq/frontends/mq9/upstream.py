@@ -8,11 +8,14 @@ Record metadata this dialect adds (besides §4's `p`): `vis` (ms; `mq9-delay`: h
 `exp` (ms; `mq9-ttl`: hidden from then), `tg` (the `mq9-tags` text); `mq9-key` goes in the record's
 key, and an older record with the same key is deleted when the new one is sent.
 
-FETCH groups: one state per (mailbox, group), persisted in the log's metadata as
-`[floor, hi, [acked offsets above floor]]`: every offset below `floor` is acked, `hi` is the highest
-offset ever handed out. A group FETCH returns visible, unacked messages at or above `floor` in
-priority order; a message handed out and not acked is returned again by the next FETCH
-(at-least-once, no redelivery timer). ACK of an offset above `hi` was never fetched: an error.
+FETCH groups: one state per (mailbox, group), persisted in the log's metadata (`GroupState`):
+`floor` (every offset below it is settled: acked, deleted, or expired by its `mq9-ttl`), `hi` (the
+highest offset ever handed out), `acked` (acked offsets at or above the floor), `start` (where the
+group began: `deliver`, or a `force_deliver` restart) and `pending` (the offsets FETCH handed out that
+are not acked yet: its deliveries in flight). A group FETCH returns visible, unacked messages at or
+above `floor` in priority order; a message handed out and not acked is returned again by the next
+FETCH (at-least-once, no redelivery timer). ACK accepts exactly the offsets in `pending` (and answers
+an already-acked one again); anything else was never handed to the group: an error.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ SCAN_YIELD_EVERY = 4096  # records scanned between two yields to the event loop
 # payload bytes per FETCH/QUERY reply (before base64): the first message always goes, so a large one
 # still makes progress; the rest wait for the next request, as a Kafka fetch's max_bytes does
 MAX_REPLY_BYTES = 512 * 1024
+# a group's deliveries awaiting an ACK: at most this many are remembered (the oldest go first; a
+# forgotten one that still exists is handed out again by a later FETCH, so nothing is lost)
+MAX_PENDING = 10 * MAX_NUM_MSGS
+# of those, deliveries whose message was deleted or expired after it was handed out (kept so that a
+# late ACK of it is still accepted): at most this many
+MAX_STALE_PENDING = MAX_NUM_MSGS
 DELIVER_POLICIES = ("latest", "earliest", "from_time", "from_id")
 
 _json = msgspec.json.Encoder()
@@ -96,7 +105,17 @@ class QueryRequest(msgspec.Struct, forbid_unknown_fields=False):
     limit: int = QUERY_DEFAULT_LIMIT
 
 
-_state_dec = msgspec.msgpack.Decoder(tuple[int, int, list[int]])
+class _SavedGroup(msgspec.Struct, array_like=True):
+    """A group's persisted state. Saved before `start` and `pending` existed, it has three fields."""
+
+    floor: int
+    hi: int
+    acked: set[int]
+    start: int = 0
+    pending: set[int] | None = None
+
+
+_state_dec = msgspec.msgpack.Decoder(_SavedGroup)
 
 
 def _decode(body: bytes, typ: type[Any], what: str) -> Any:
@@ -182,12 +201,25 @@ def split_addr_msg(rest: str) -> tuple[str, int]:
 
 
 class GroupState:
-    __slots__ = ("acked", "floor", "hi")
+    __slots__ = ("acked", "floor", "hi", "pending", "start")
 
-    def __init__(self, floor: int, hi: int, acked: set[int]) -> None:
+    def __init__(self, floor: int, hi: int, acked: set[int], start: int | None = None,
+                 pending: set[int] | None = None) -> None:
         self.floor = floor
         self.hi = hi
         self.acked = acked
+        self.start = floor if start is None else start
+        self.pending: set[int] = set() if pending is None else pending
+
+    def trim(self) -> None:
+        """Bound `pending`: at most MAX_STALE_PENDING entries below the floor (deliveries of
+        messages deleted or expired since), at most MAX_PENDING in all; the lowest offsets go."""
+        pending = self.pending
+        stale = [o for o in pending if o < self.floor]
+        drop = max(len(stale) - MAX_STALE_PENDING, len(pending) - MAX_PENDING, 0)
+        if drop:
+            for o in sorted(pending)[:drop]:
+                pending.discard(o)
 
 
 class PriorityIndex:
@@ -209,6 +241,9 @@ class Upstream:
         self.log = log
         self.registry = registry
         self._groups: dict[tuple[str, str], GroupState] = {}
+        # groups changed by ACKs and not written yet: written together by `save_dirty`, once per
+        # loop turn, so a burst of ACKs costs one write per group, not one per ACK
+        self._dirty: dict[tuple[str, str], tuple[Mailbox, GroupState]] = {}
         self._prio: dict[str, PriorityIndex] = {}  # by mail_id, built by the first FETCH
         # by mail_id: each mq9-key's latest offset, built by the mailbox's first keyed send
         self._keys: dict[str, tuple[Stream, dict[bytes, int]]] = {}
@@ -227,41 +262,84 @@ class Upstream:
             raw = self.log.get_meta(FETCH_NS, _gkey(mb.mail_id, name))
             if raw is None:
                 return None
-            floor, hi, acked = _state_dec.decode(raw)
-            g = self._groups[key] = GroupState(floor, hi, set(acked))
+            st = _state_dec.decode(raw)
+            pending = st.pending
+            if pending is None:
+                # saved before deliveries were tracked: everything unacked up to `hi` may have
+                # been handed out, so an ACK of any of it is accepted
+                pending = {o for o in range(st.floor, min(st.hi + 1, st.floor + MAX_PENDING))
+                           if o not in st.acked}
+            g = self._groups[key] = GroupState(st.floor, st.hi, st.acked, st.start, pending)
         return g
 
     def _save(self, mb: Mailbox, name: str, g: GroupState) -> None:
-        self._groups[(mb.mail_id, name)] = g
+        """Write a group's state now (into the log batch being filled)."""
+        key = (mb.mail_id, name)
+        self._groups[key] = g
+        self._dirty.pop(key, None)
         self.log.put_meta(FETCH_NS, _gkey(mb.mail_id, name),
-                          _state_enc.encode((g.floor, g.hi, sorted(g.acked))))
+                          _state_enc.encode(_SavedGroup(g.floor, g.hi, g.acked, g.start, g.pending)))
+
+    def save_dirty(self) -> None:
+        """Write the groups ACKs changed since the last call (their replies wait for this batch)."""
+        dirty, self._dirty = self._dirty, {}
+        for (_, name), (mb, g) in dirty.items():
+            self._save(mb, name, g)
 
     def forget(self, mb: Mailbox) -> None:
         """A mailbox expired: its groups' offsets (and its priority index) go with its stream."""
         self._prio.pop(mb.mail_id, None)
         self._keys.pop(mb.mail_id, None)
+        for key in [k for k in self._dirty if k[0] == mb.mail_id]:
+            del self._dirty[key]
         for key in [k for k in self._groups if k[0] == mb.mail_id]:
             del self._groups[key]
         self.log.delete_meta_prefix(FETCH_NS, _gkey(mb.mail_id, ""))
 
     def ack(self, addr: str, body: bytes) -> bytes:
+        """Ack one delivery. The new state is written by the next `save_dirty`: answer after it."""
         mb = self.mailbox(addr)
         req: AckRequest = _decode(body, AckRequest, "ack")
         if req.mail_address is not None and req.mail_address != addr:
             raise Mq9Error(f"mail_address {req.mail_address!r} does not match the subject's {addr!r}")
         g = self._group(mb, req.group_name)
-        if g is None or req.msg_id > g.hi or req.msg_id < 0:
-            raise Mq9Error(f"msg_id {req.msg_id} was never fetched by group {req.group_name!r}")
-        if req.msg_id >= g.floor:
-            g.acked.add(req.msg_id)
-            stream = self.log.get_stream(mb.stream_name)
-            deleted = stream.deleted if stream is not None else ()
-            # the floor passes every acked (or deleted) offset, so the acked set stays small
-            while g.floor <= g.hi and (g.floor in g.acked or g.floor in deleted):
-                g.acked.discard(g.floor)
-                g.floor += 1
-            self._save(mb, req.group_name, g)
+        n = req.msg_id
+        if g is None:
+            raise Mq9Error(f"msg_id {n} was never fetched by group {req.group_name!r}")
+        if n in g.pending:
+            g.pending.discard(n)
+            if n >= g.floor:
+                g.acked.add(n)
+                stream = self.log.get_stream(mb.stream_name)
+                deleted = stream.deleted if stream is not None else ()
+                # the floor passes every acked (or deleted) offset, so the acked set stays small
+                while g.floor in g.acked or g.floor in deleted:
+                    g.acked.discard(g.floor)
+                    g.floor += 1
+            self._dirty[(mb.mail_id, req.group_name)] = (mb, g)
+        elif n not in g.acked and not self._acked_below_floor(mb, g, n, req.group_name):
+            raise Mq9Error(f"msg_id {n} was never fetched by group {req.group_name!r}")
         return ok({})
+
+    def _acked_below_floor(self, mb: Mailbox, g: GroupState, n: int, group: str) -> bool:
+        """An ACK again of an offset below the floor that is not awaiting one: the floor passes only
+        acked, deleted and expired offsets, so a message still there and visible was acked. A
+        deleted or expired one cannot be told from one the group never got: a clear error."""
+        if not g.start <= n < g.floor:
+            return False
+        stream = self.log.get_stream(mb.stream_name)
+        if stream is None:
+            return False
+        if n in stream.deleted:
+            raise Mq9Error(f"msg_id {n} is not awaiting an ack from group {group!r}: "
+                           f"that message was deleted")
+        rec = next(iter(self.log.read(stream, n, n + 1)), None)
+        if rec is None:
+            return False
+        if hidden(rec[1], now_ms()):
+            raise Mq9Error(f"msg_id {n} is not awaiting an ack from group {group!r}: "
+                           f"that message has expired")
+        return True
 
     # ------------------------------------------------------------------ fetch
     def _start(self, stream: Stream, req: FetchRequest) -> int:
@@ -326,18 +404,21 @@ class Upstream:
         return idx
 
     async def _collect(self, mb: Mailbox, stream: Stream, start: int, n: int,
-                       skip: Callable[[int], bool]) -> tuple[list[tuple[int, Record]], int | None]:
-        """Visible messages from `start`, in priority order, at most n; and when the next delayed
-        one becomes visible (ms), for the long poll. Priority order may need a long scan (a critical
-        message may be the last one), so the scan yields to the loop between chunks; it stops as
-        soon as no later message can be among the n (the index knows where each priority's last
-        message is), so a FETCH from a large mailbox reads about what it returns."""
+                       skip: Callable[[int], bool]) -> tuple[list[tuple[int, Record]], int | None, int]:
+        """Visible messages from `start`, in priority order, at most n; when the next delayed one
+        becomes visible (ms), for the long poll; and the first offset from `start` on that is still
+        to be consumed (not skipped, not expired; everything before it is settled for a group).
+        Priority order may need a long scan (a critical message may be the last one), so the scan
+        yields to the loop between chunks; it stops as soon as no later message can be among the n
+        (the index knows where each priority's last message is), so a FETCH from a large mailbox
+        reads about what it returns."""
         idx = await self._index(mb, stream)
         # later[q]: the last offset holding a message that would come before priority q
         later = [max(idx.last[:q], default=-1) for q in range(len(PRIORITIES))]
         now = now_ms()
         buckets: list[list[tuple[int, Record]]] = [[] for _ in PRIORITIES]
         next_vis: int | None = None
+        unsettled: int | None = None
         scanned = kept = 0
         for off, rec in self.log.read(stream, start, idx.upto):
             scanned += 1
@@ -345,10 +426,14 @@ class Upstream:
                 await asyncio.sleep(0)
             if skip(off):
                 continue
+            if unsettled is None:
+                unsettled = off  # an expired one is reset below: it settles like an acked one
             if hidden(rec, now):
                 vis = rec.meta.get("vis") if rec.meta else None
                 if vis is not None and int(vis) > now:
                     next_vis = int(vis) if next_vis is None else min(next_vis, int(vis))
+                elif unsettled == off:
+                    unsettled = None
                 continue
             b = buckets[priority_of(rec)]
             if len(b) < n:
@@ -362,7 +447,8 @@ class Upstream:
                     cum += len(buckets[q])
                 if off >= later[q]:
                     break
-        return _cap([e for b in buckets for e in b][:n]), next_vis
+        return _cap([e for b in buckets for e in b][:n]), next_vis, \
+            idx.upto if unsettled is None else unsettled
 
     async def fetch(self, addr: str, req: FetchRequest) -> bytes:
         mb = self.mailbox(addr)
@@ -377,11 +463,12 @@ class Upstream:
             self._save(mb, group, g)
         start = g.floor if g is not None else self._start(stream, req)
         acked: set[int] = g.acked if g is not None else set()
+        settled = start
         while True:
             if self.registry.get(addr) is not mb:
                 raise Mq9Error(f"mailbox {addr} does not exist")
-            msgs, next_vis = await self._collect(mb, stream, start, req.config.num_msgs,
-                                                  acked.__contains__)
+            msgs, next_vis, settled = await self._collect(mb, stream, start, req.config.num_msgs,
+                                                           acked.__contains__)
             left = deadline - time.monotonic()
             if msgs or left <= 0:
                 break
@@ -389,10 +476,23 @@ class Upstream:
                 left = min(left, max(0.0, (next_vis - now_ms()) / 1000) + 0.001)
             # wake on the next commit to this stream (or when a delayed message comes due)
             await self.log.wait(stream, stream.committed, left)
-        if g is not None and group is not None and msgs:
-            hi = max(off for off, _ in msgs)
-            if hi > g.hi:
-                g.hi = hi
+        if g is not None and group is not None:
+            changed = False
+            if settled > g.floor:
+                # expired messages (mq9-ttl) at the floor are settled: pass them, and the acked
+                # offsets behind them, so `acked` stays small
+                g.floor = settled
+                g.acked.difference_update([o for o in g.acked if o < settled])
+                changed = True
+            pending = g.pending
+            for off, _ in msgs:
+                if off not in pending:
+                    pending.add(off)
+                    changed = True
+                    if off > g.hi:
+                        g.hi = off
+            if changed:
+                g.trim()
                 self._save(mb, group, g)
         return ok({"messages": [_entry(off, rec) for off, rec in msgs]})
 
