@@ -4,6 +4,7 @@
     python bench/mqtt_bench.py --quick               # smaller counts, for a smoke run
     python bench/mqtt_bench.py --workloads qos0,qos1 --window 1,10,100,1000
     python bench/mqtt_bench.py --workloads conn --clients 10000
+    python bench/mqtt_bench.py --workloads qos1 --servers robustmq --py-spy /tmp/mqtt   # + profiles
 
 Every run starts a fresh server process on 127.0.0.1: robustmq (`RobustMQ(mqtt=True)`, default `wal`
 durability), mosquitto (`apt-get install -y mosquitto`; a temporary config: `listener <port> 127.0.0.1`,
@@ -463,16 +464,45 @@ async def wl_conn(t: Target, n: int, concurrency: int = 50) -> dict:
             collector.transport.close()
 
 
-def measure(server: str, job: Callable[[Target], Awaitable[dict]]) -> dict:
-    """One run on a fresh server process, stopped afterwards whatever happens."""
+class PySpy:
+    """`py-spy record` on a server process while a run lasts (raw collapsed stacks, 200 Hz; samples
+    of C code called from Python count too, uvloop's on `Runner.run`, where with `--nonblocking` some
+    time the loop waits in epoll also lands: read that frame's share as an upper bound)."""
+
+    def __init__(self, out: str | None, pid: int) -> None:
+        self.proc: subprocess.Popen | None = None
+        if out:
+            exe = Path(sys.executable).parent / "py-spy"  # `pip install py-spy` into the venv
+            args = [str(exe) if exe.exists() else "py-spy", "record", "-p", str(pid), "-f", "raw",
+                    "-o", out, "-r", "200", "--nonblocking"]
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # let it attach before the run starts
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def measure(server: str, job: Callable[[Target], Awaitable[dict]], spy: str | None = None) -> dict:
+    """One run on a fresh server process, stopped afterwards whatever happens; `spy`: profile it
+    with py-spy into that file."""
     t = STARTERS[server]()
 
     async def run() -> dict:
         return await asyncio.wait_for(job(t), LOOP_TIMEOUT_S + 60)
 
+    prof: PySpy | None = None
     try:
+        prof = PySpy(spy, t.pid)
         return asyncio.run(run())
     finally:
+        if prof is not None:
+            prof.stop()
         t.stop()
 
 
@@ -530,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=1000, help="conn: devices (default 1,000)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per cell; the table shows medians")
     ap.add_argument("--json", metavar="FILE", help="also write every run as JSON")
+    ap.add_argument("--py-spy", metavar="PREFIX", help="profile robustmq during the first run of each "
+                    "workload into PREFIX.<workload>.txt, e.g. PREFIX.qos1_w100.txt (py-spy raw collapsed "
+                    "stacks; `pip install py-spy`)")
     args = ap.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -586,10 +619,12 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     for name, unit, target, kind, window in cells:
         runs: dict[str, list[dict]] = {s: [] for s in servers}
-        for _ in range(args.repeat):
+        for rep in range(args.repeat):
             for s in servers:
+                spy = (f"{args.py_spy}.{name.replace(' ', '_').replace('=', '').replace(',', '')}.txt"
+                       if args.py_spy and s == "robustmq" and rep == 0 else None)  # qos1_w100.txt, ...
                 try:
-                    out = measure(s, job(kind, window, s))
+                    out = measure(s, job(kind, window, s), spy)
                 except Exception as exc:  # noqa: BLE001 - report and go on with the other cells
                     print(f"  {name:<12} {s:<10} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                     failed.append(f"{name}/{s}")

@@ -18,7 +18,21 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from robustmq.frontends.mqtt.packets import Disconnect, Will
+from robustmq.frontends.mqtt.packets import (
+    ConnAck,
+    Disconnect,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    Subscription,
+    Will,
+)
+from robustmq.frontends.mqtt.properties import Properties
+from robustmq.frontends.mqtt.writer import encode_publish
 
 from .clients import MQTT_5, MQTT_311, V3, V5, Paho, Raw
 
@@ -316,4 +330,112 @@ def test_v5_receive_maximum_of_the_client(port: int) -> None:
         assert [int(sub.next().payload) for _ in range(50)] == list(range(50))
     finally:
         sub.close()
+        pub.close()
+
+
+# ------------------------------------------------------------------------------------ pipelined bursts
+# robustmq parses a run of plain QoS 0/1 PUBLISHes to one topic as one batch (one route, one log
+# append, one PUBACK write, one frame build per subscriber); these pin what a client sees of that.
+
+@pytest.mark.parametrize("version", [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5")])
+def test_pipelined_burst_acked_and_delivered_in_order(port: int, version: int) -> None:
+    """A burst of PUBLISHes in one write, runs to two topics with QoS 0, QoS 2 and a retained one in
+    between: PUBACK / PUBREC in the order of the PUBLISHes, every message delivered exactly once, in
+    order per topic and QoS."""
+    root = uniq("burst")
+    sub = Paho(port, V5 if version == MQTT_5 else V3, uniq("sub"))
+    pub = Raw(port, version)
+    try:
+        sub.subscribe(f"{root}/#", 2)
+        assert isinstance(pub.connect(uniq("pub")), ConnAck)
+        sent: list[tuple[str, bytes, int, int]] = []
+        frames = []
+        for i in range(300):
+            topic = f"{root}/a" if i % 50 < 40 else f"{root}/b"
+            qos = 2 if i % 37 == 36 else 0 if i % 23 == 22 else 1
+            payload = b"%d" % i + (b"x" * 300 if i % 10 == 9 else b"")  # two sizes
+            frames.append(encode_publish(topic, payload, qos, i == 150, packet_id=i + 1 if qos else 0,
+                                         version=version))
+            sent.append((topic, payload, qos, i + 1))
+        pub.sock.sendall(b"".join(frames))
+        expected = [(PubAck if qos == 1 else PubRec, pid) for _, _, qos, pid in sent if qos]
+        got = []
+        for _ in expected:
+            ev = pub.read()
+            got.append((type(ev), ev.packet_id))  # type: ignore[union-attr]
+        assert got == expected
+        for _, _, qos, pid in sent:
+            if qos == 2:
+                pub.send(PubRel(pid))
+                assert pub.read() == PubComp(pid)
+        msgs = [sub.next() for _ in sent]
+        for topic in (f"{root}/a", f"{root}/b"):
+            for qos in (0, 1, 2):
+                assert [m.payload for m in msgs if m.topic == topic and m.qos == qos] == \
+                    [p for t, p, q, _ in sent if t == topic and q == qos]
+        assert sub.nothing(0.3)
+        pub.sock.sendall(encode_publish(f"{root}/a", b"", 1, True, packet_id=1, version=version))  # clear it
+        assert pub.read() == PubAck(1)
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_pipelined_burst_to_subscribers_with_v5_options(port: int) -> None:
+    """One burst to one topic reaches, each as its options say: a 3.1.1 subscriber, a v5 QoS 0 one,
+    one with a Subscription Identifier (on every message), one with a Maximum Packet Size (only the
+    small messages), one with Receive Maximum 3 and a Subscription Identifier (all, in order, never more
+    than 3 unacknowledged); the publisher's own No Local subscription gets nothing."""
+    root = uniq("opts")
+    topic = f"{root}/t"
+    plain = Paho(port, V3, uniq("plain"))
+    q0 = Paho(port, V5, uniq("q0"))
+    sid = Paho(port, V5, uniq("sid"))
+    small = Paho(port, V5, uniq("small"), connect_properties={"MaximumPacketSize": 100})
+    slow = Raw(port, MQTT_5)  # Receive Maximum 3, acks only when it has all three; subscription id 11
+    pub = Raw(port, MQTT_5)
+    clients = [plain, q0, sid, small]
+    try:
+        plain.subscribe(topic, 1)
+        q0.subscribe(topic, 0)
+        sp = PahoProperties(PacketTypes.SUBSCRIBE)
+        sp.SubscriptionIdentifier = 9
+        sid.c.subscribe(topic, 1, properties=sp)
+        sid.subacks.get(timeout=5)
+        small.subscribe(topic, 1)
+        assert isinstance(slow.connect(uniq("slow"), properties=Properties(receive_maximum=3)), ConnAck)
+        slow.send(Subscribe(1, (Subscription(topic, 1),), Properties(subscription_ids=(11,))))
+        assert isinstance(slow.read(), SubAck)
+        assert isinstance(pub.connect(uniq("pub")), ConnAck)
+        pub.send(Subscribe(1, (Subscription(topic, 1, no_local=True),)))
+        assert isinstance(pub.read(), SubAck)
+        payloads = [b"%03d" % i + (b"y" * 150 if i % 10 == 9 else b"") for i in range(200)]
+        pub.sock.sendall(b"".join(encode_publish(topic, p, 1, packet_id=i + 1, version=MQTT_5)
+                                  for i, p in enumerate(payloads)))
+        assert [pub.read() for _ in payloads] == [PubAck(i + 1) for i in range(200)]
+        for c in (plain, q0):
+            assert [c.next().payload for _ in payloads] == payloads
+        window: list[Publish] = []
+        for i in range(len(payloads)):
+            window.append(slow.read())  # type: ignore[arg-type]
+            if len(window) == 3 or i == len(payloads) - 1:
+                if i < 3:  # never more than 3 unacknowledged
+                    assert slow.closed_within(0.2) == (False, [])
+                for m in window:
+                    slow.send(PubAck(m.packet_id))
+                assert [m.payload for m in window] == payloads[i + 1 - len(window):i + 1]
+                assert all(m.properties.subscription_ids == (11,) for m in window)
+                window.clear()
+        got = [sid.next() for _ in payloads]
+        assert [m.payload for m in got] == payloads
+        assert all(m.properties.SubscriptionIdentifier == [9] for m in got)
+        fits = [p for p in payloads if len(p) < 50]
+        assert [small.next().payload for _ in fits] == fits
+        for c in clients:
+            assert c.nothing(0.2)
+        assert pub.closed_within(0.3) == (False, [])  # No Local: not even one of its own
+    finally:
+        for c in clients:
+            c.close()
+        slow.close()
         pub.close()

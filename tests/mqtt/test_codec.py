@@ -12,6 +12,7 @@ from robustmq.frontends.mqtt.codec import LocalProtocolError, MqttParser, encode
 from robustmq.frontends.mqtt.packets import (
     MQTT_5,
     MQTT_311,
+    AckRun,
     Auth,
     ConnAck,
     Connect,
@@ -24,6 +25,7 @@ from robustmq.frontends.mqtt.packets import (
     PubAck,
     PubComp,
     Publish,
+    PublishRun,
     PubRec,
     PubRel,
     SubAck,
@@ -438,3 +440,128 @@ def test_fuzz_publish_round_trip(version: int, topic: str, payload: bytes, qos: 
     ev = Publish(topic, payload, qos, retain, bool(qos) and retain, pid if qos else 0, props)
     p = MqttParser()
     assert p.feed(connect_bytes(version) + serialize(ev, version)) == [Connect(version, "c"), ev]
+
+
+# ---- runs (`MqttParser(runs=True)`, the server session's parser) ---------------------------------
+
+def _expand(events: list[Event]) -> list[object]:
+    """Runs back into one (Publish, PubAck) per packet, DUP dropped (runs do not carry it)."""
+    out: list[object] = []
+    for ev in events:
+        if isinstance(ev, PublishRun):
+            pids = ev.packet_ids or [b"\x00\x00"] * len(ev.payloads)
+            out.extend(Publish(ev.topic, p, ev.qos, False, False, int.from_bytes(pid, "big"))
+                       for p, pid in zip(ev.payloads, pids, strict=True))
+        elif isinstance(ev, AckRun):
+            out.extend(PubAck(pid) for pid in ev.packet_ids)
+        elif isinstance(ev, Publish):
+            out.append(ev._replace(dup=False))
+        else:
+            out.append(ev)
+    return out
+
+
+def test_runs_group_plain_publishes_and_acks() -> None:
+    for v in (V3, V5):
+        p = MqttParser(runs=True)
+        stream = connect_bytes(v) + b"".join([
+            encode_publish("a/b", b"1", 1, packet_id=1, version=v),
+            encode_publish("a/b", b"2" * 300, 1, dup=True, packet_id=2, version=v),  # another size, DUP
+            encode_publish("a/b", b"3", 1, packet_id=3, version=v),
+            encode_publish("a/b", b"4", 0, version=v),  # another QoS: a new run
+            encode_publish("a/c", b"5", 0, version=v),  # another topic: a new run
+            encode_publish("a/c", b"6", 0, retain=True, version=v),  # retained: on its own
+            serialize(PubAck(7), v), serialize(PubAck(8), v),
+            encode_publish("a/c", b"9", 2, packet_id=9, version=v),  # QoS 2: on its own
+            serialize(PubAck(10), v), b"\xc0\x00", serialize(PubAck(11), v),
+        ])
+        assert p.feed(stream) == [
+            Connect(v, "c"),
+            PublishRun("a/b", 1, [b"1", b"2" * 300, b"3"], [b"\x00\x01", b"\x00\x02", b"\x00\x03"]),
+            PublishRun("a/b", 0, [b"4"], []),
+            PublishRun("a/c", 0, [b"5"], []),
+            Publish("a/c", b"6", 0, True),
+            AckRun([7, 8]),
+            Publish("a/c", b"9", 2, packet_id=9),
+            AckRun([10]), PingReq(), AckRun([11]),
+        ]
+    # v5: a PUBLISH with properties, or a PUBACK with a reason code, is not part of a run
+    p = MqttParser(runs=True)
+    props = Properties(user_properties=(("k", "v"),))
+    out = p.feed(connect_bytes(V5) + encode_publish("t", b"x", 1, packet_id=1, version=V5)
+                 + encode_publish("t", b"y", 1, packet_id=2, properties=props, version=V5)
+                 + serialize(PubAck(3), V5) + serialize(PubAck(4, 0x10), V5))
+    assert out[1:] == [PublishRun("t", 1, [b"x"], [b"\x00\x01"]), Publish("t", b"y", 1, packet_id=2, properties=props),
+                       AckRun([3]), PubAck(4, 0x10)]
+
+
+@pytest.mark.parametrize(("name", "data", "version", "reason"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_runs_report_the_same_errors(name: str, data: bytes, version: int | None, reason: int) -> None:
+    # after a run has started, so a bad packet meets the run's fast checks first
+    good = encode_publish("a", b"p", 1, packet_id=1, version=version) + encode_publish("a", b"q", 1, packet_id=2,
+                                                                                    version=version) if version else b""
+    stream = (connect_bytes(version) if version else b"") + good + data
+    ref = MqttParser().feed(stream)
+    for i in range(len(stream) + 1):
+        p = MqttParser(runs=True)
+        out = p.feed(stream[:i]) + p.feed(stream[i:])
+        assert _expand(out) == _expand(ref), (i, out)
+        assert out[-1].reason_code == reason and p.dead  # type: ignore[union-attr]
+
+
+def _run_pool(v: int) -> tuple[list[bytes], list[bytes]]:
+    """Packets for the runs fuzz: well-formed ones, and bad ones (each ends the stream)."""
+    good = [
+        *(encode_publish("a/b", bytes([i]) * 130, 1, packet_id=i + 1, version=v) for i in range(3)),
+        encode_publish("a/b", b"s", 1, packet_id=9, version=v),
+        encode_publish("a/b", b"s", 1, dup=True, packet_id=9, version=v),
+        encode_publish("a/b", b"z" * 130, 0, version=v), encode_publish("a/b", b"z", 0, version=v),
+        encode_publish("c", b"z", 0, version=v), encode_publish("a/b", b"r", 0, retain=True, version=v),
+        encode_publish("a/b", b"q2", 2, packet_id=4, version=v), encode_publish("a", b"x", 1, packet_id=1, version=v),
+        encode_publish("a/b", b"u", 1, packet_id=7, version=v,
+                       properties=Properties(user_properties=(("k", "v"),))),
+        b"\x40\x02\x00\x05", b"\x40\x02\x01\x00", b"\xc0\x00", b"\x62\x02\x00\x01",
+    ]
+    bad = [
+        b"\x32\x06\x00\x01a\x00\x00x" if v == V3 else b"\x32\x07\x00\x01a\x00\x00\x00x",  # packet id 0
+        b"\x40\x02\x00\x00",  # PUBACK packet id 0
+        b"\x30\x04\x00\x01+x" if v == V3 else b"\x30\x05\x00\x01+\x00x",  # a wildcard in the topic
+        b"\x32\x03\x00\x01a",  # no room for the packet id
+    ]
+    if v == V5:
+        bad.append(b"\x32\x07\x00\x01a\x00\x01\x05x")  # a property length past the end of the packet
+        bad.append(b"\x30\x05\x00\x01c\x01z")  # QoS 0 with property 0x7a, which does not exist
+    return good, bad
+
+
+@pytest.mark.parametrize("version", [V3, V5])
+def test_runs_check_each_packet_that_looks_like_the_last(version: int) -> None:
+    """A packet that starts like the run's last one (same fixed header and topic) still gets its
+    packet id and property length checked: the same error as the packet-by-packet parser, at any split."""
+    good, bad = _run_pool(version)
+    for pkt in bad:
+        for before in good:
+            stream = connect_bytes(version) + before * 2 + pkt
+            ref = MqttParser().feed(stream)
+            for i in range(len(stream) - len(pkt) - 3, len(stream) + 1):
+                p = MqttParser(runs=True)
+                out = p.feed(stream[:i]) + p.feed(stream[i:])
+                assert _expand(out) == _expand(ref), (pkt, before, i)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([V3, V5]), st.lists(st.integers(0, 199), max_size=40), st.data())
+def test_runs_mode_parses_as_packet_mode(version: int, picks: list[int], data: st.DataObject) -> None:
+    """Any stream, any split: a `runs=True` parser yields what the packet-by-packet one does, grouped."""
+    good, bad = _run_pool(version)
+    # one pick in twenty is a bad packet (which ends the stream)
+    stream = connect_bytes(version) + b"".join(good[i % len(good)] if i >= 10 else bad[i % len(bad)] for i in picks)
+    splits = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
+    chunks = [stream[a:b] for a, b in zip([0, *splits], [*splits, len(stream)], strict=True)]
+    ref, runs = MqttParser(), MqttParser(runs=True)
+    got_ref: list[Event] = []
+    got_runs: list[Event] = []
+    for c in chunks:
+        got_ref += ref.feed(c)
+        got_runs += runs.feed(c)
+    assert _expand(got_runs) == _expand(got_ref)

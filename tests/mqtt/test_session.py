@@ -22,12 +22,14 @@ from robustmq.frontends.mqtt.packets import (
     Connect,
     Disconnect,
     PingReq,
+    PubAck,
     PubComp,
     Publish,
     PubRec,
     PubRel,
     Will,
 )
+from robustmq.frontends.mqtt.writer import encode_publish
 
 from .clients import MQTT_5, MQTT_311, V3, V5, Paho, Raw
 
@@ -380,6 +382,26 @@ def test_kill9_after_puback_keeps_every_message(fresh_server: RobustMQ) -> None:
         stream = log.get_stream("durable.mqtt")
         assert stream is not None
         assert [r.payload for _, r in log.read(stream)] == [b"m%d" % i for i in range(500)]
+    finally:
+        log.close()
+
+
+def test_kill9_after_pipelined_pubacks_keeps_every_message(fresh_server: RobustMQ) -> None:
+    """Thousands of QoS 1 PUBLISHes in one write (parsed as runs: one append and one PUBACK write per
+    run): each PUBACK only once its message is on disk."""
+    s = RobustMQ(data_dir=fresh_server.data_dir, mqtt=True).start()
+    n = 3000
+    r = Raw(s.mqtt_port, MQTT_311)
+    r.connect("burst")
+    r.sock.sendall(b"".join(encode_publish("durable/burst", b"m%d" % i, 1, packet_id=i + 1) for i in range(n)))
+    assert [r.read() for _ in range(n)] == [PubAck(i + 1) for i in range(n)]
+    s.kill9()
+    r.close()
+    log = SegmentLog(Store(s.data_dir))
+    try:
+        stream = log.get_stream("durable.burst")
+        assert stream is not None
+        assert [r.payload for _, r in log.read(stream)] == [b"m%d" % i for i in range(n)]
     finally:
         log.close()
 

@@ -13,6 +13,10 @@ Packet (bad lengths, bad flags, bad UTF-8, QoS 3, unknown properties, ...), 0x82
 (packet before CONNECT, second CONNECT, wildcards in a PUBLISH topic, packet id 0, duplicate
 properties, ...), 0x95 Packet too large, 0x84 Unsupported protocol version. Topic filters are
 passed through for the session to judge per subscription (v5 answers a bad one with SUBACK 0x8F).
+
+`MqttParser(runs=True)` (the server session's) groups consecutive plain QoS 0/1 PUBLISHes to one
+topic into a `PublishRun` and consecutive plain PUBACKs into an `AckRun`; every other packet, and
+every error, is what the packet-by-packet parser yields.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from robustmq.frontends.mqtt import reasons
 from robustmq.frontends.mqtt.packets import (
     MQTT_5,
     MQTT_311,
+    AckRun,
     Auth,
     ConnAck,
     Connect,
@@ -35,6 +40,7 @@ from robustmq.frontends.mqtt.packets import (
     PubAck,
     PubComp,
     Publish,
+    PublishRun,
     PubRec,
     PubRel,
     SubAck,
@@ -100,11 +106,11 @@ _PINGRESP = PingResp()
 class MqttParser:
     """One connection's inbound bytes -> events. `server=False` parses what a server sends."""
 
-    __slots__ = ("_buf", "_chunks", "_have", "_need", "_topics", "dead", "max_packet_size", "server",
+    __slots__ = ("_buf", "_chunks", "_have", "_need", "_topics", "dead", "max_packet_size", "runs", "server",
                  "version")
 
     def __init__(self, version: int | None = None, *, server: bool = True,
-                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+                 max_packet_size: int = DEFAULT_MAX_PACKET_SIZE, runs: bool = False) -> None:
         if version not in (None, MQTT_311, MQTT_5):
             raise ValueError(f"unsupported MQTT protocol level {version}")
         if version is None and not server:
@@ -120,6 +126,9 @@ class MqttParser:
         self._have = 0
         self._need = 0
         self._topics: dict[bytes, str] = {}
+        # yield PublishRun / AckRun for runs of plain QoS 0/1 PUBLISHes and plain PUBACKs (a server
+        # session's hot path); False: one Publish / PubAck event per packet (clients, tools)
+        self.runs = runs
 
     @property
     def idle(self) -> bool:
@@ -146,12 +155,46 @@ class MqttParser:
         maxp = self.max_packet_size
         receives = _SERVER_RECEIVES if self.server else _CLIENT_RECEIVES
         need = 0  # the size of a packet whose header is in and whose body is not
+        # runs (self.runs): the PublishRun / AckRun the next packet may join. `prefix` is the run's
+        # last packet up to its packet id (QoS 1) or payload: fixed header (so the same size) and
+        # topic; a packet that starts with it joins the run after two checks, without being framed.
+        run: PublishRun | None = None
+        run_payloads: list[bytes] = []
+        run_pids: list[bytes] | None = None
+        run_tb = b""
+        run_b0 = 0
+        prefix = b""
+        plen = hlen = 0
+        acks: list[int] | None = None
+        fast = self.runs and self.version is not None
+        v5 = self.version == MQTT_5
+        topics = self._topics
         try:
             while n - pos >= 2:
+                if prefix and buf.startswith(prefix, pos) and pos + plen <= n:
+                    q = pos + hlen
+                    if run_pids is not None:
+                        if (buf[q] or buf[q + 1]) and (not v5 or buf[q + 2] == 0):
+                            run_pids.append(buf[q:q + 2])
+                            pos += plen
+                            run_payloads.append(buf[q + 2 + v5:pos])
+                            continue
+                    elif not v5 or buf[q] == 0:
+                        pos += plen
+                        run_payloads.append(buf[q + v5:pos])
+                        continue
+                elif acks is not None and buf.startswith(b"\x40\x02", pos) and pos + 4 <= n \
+                        and (buf[pos + 2] or buf[pos + 3]):
+                    acks.append((buf[pos + 2] << 8) | buf[pos + 3])
+                    pos += 4
+                    continue
                 b0 = buf[pos]
                 rl = buf[pos + 1]
                 if rl < 0x80:
                     body = pos + 2
+                elif n - pos > 2 and 0 < buf[pos + 2] < 0x80:  # two bytes: 128 to 16383
+                    rl = (rl & 0x7F) | (buf[pos + 2] << 7)
+                    body = pos + 3
                 else:
                     rl, body = _long_length(buf, pos + 1, n)
                     if body < 0:
@@ -163,11 +206,55 @@ class MqttParser:
                 if end > n:
                     need = end - pos
                     break
+                if fast:
+                    # QoS 0 (0x30), QoS 1 (0x32), QoS 1 DUP (0x3A): no retain; a non-empty topic, a
+                    # packet id that is not 0 and (v5) no properties. Anything else, a bad packet
+                    # included, takes the general path below, which says what is wrong with it.
+                    if b0 == 0x30 or b0 == 0x32 or b0 == 0x3A:
+                        te = body + 2 + ((buf[body] << 8) | buf[body + 1]) if rl >= 2 else 0
+                        q = te + 2 if b0 != 0x30 else te
+                        if body + 2 < te and q + v5 <= end and (b0 == 0x30 or buf[te] or buf[te + 1]) \
+                                and (not v5 or buf[q] == 0):
+                            tb = buf[body + 2:te]
+                            if run is None or b0 & 0xF7 != run_b0 or tb != run_tb:
+                                topic = topics.get(tb)
+                                if topic is None:
+                                    topic = self._topic(tb)
+                                run_payloads = []
+                                run_pids = None if b0 == 0x30 else []
+                                run = PublishRun(topic, 0 if b0 == 0x30 else 1, run_payloads,
+                                                 run_pids if run_pids is not None else [])
+                                run_tb, run_b0 = tb, b0 & 0xF7
+                                out.append(run)
+                                acks = None
+                            if run_pids is not None:
+                                run_pids.append(buf[te:q])
+                            run_payloads.append(buf[q + v5:end])
+                            prefix, plen, hlen = buf[pos:te], end - pos, te - pos
+                            pos = end
+                            continue
+                    elif b0 == 0x40 and rl == 2 and (buf[body] or buf[body + 1]):  # PUBACK, success
+                        pid = (buf[body] << 8) | buf[body + 1]
+                        if acks is None:
+                            acks = [pid]
+                            out.append(AckRun(acks))
+                        else:
+                            acks.append(pid)
+                        run = None
+                        prefix = b""
+                        pos = end
+                        continue
+                    run = None
+                    prefix = b""
+                    acks = None
                 ptype = b0 >> 4
                 if ptype == PUBLISH and self.version is not None:
                     out.append(self._publish(buf, body, end, b0 & 0x0F))
                 else:
                     out.append(self._packet(buf, body, end, ptype, b0 & 0x0F, receives))
+                    if ptype == CONNECT and self.runs:  # the version is known from here on
+                        fast = True
+                        v5 = self.version == MQTT_5
                 pos = end
         except PacketError as e:
             return self._fatal(out, e.reason, e.text)

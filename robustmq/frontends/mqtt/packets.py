@@ -124,6 +124,24 @@ class Auth(NamedTuple):
     properties: Properties = NO_PROPERTIES
 
 
+class PublishRun(NamedTuple):
+    """Consecutive PUBLISHes of one read to one topic at QoS 0 or 1, without retain and without
+    properties: what a device streaming telemetry sends. Only a parser made with `runs=True` yields
+    it (a server session: one route, one log append, one PUBACK write for the run); DUP is dropped
+    (a QoS 1 resend is handled as any QoS 1 PUBLISH)."""
+
+    topic: str
+    qos: int  # 0 or 1
+    payloads: list[bytes]
+    packet_ids: list[bytes]  # QoS 1: each packet identifier as its two wire bytes, in order; else []
+
+
+class AckRun(NamedTuple):
+    """Consecutive PUBACKs of one read without reason code (`runs=True` parsers only)."""
+
+    packet_ids: list[int]
+
+
 class ProtocolError(NamedTuple):
     """The peer broke the protocol; the connection must close (after a CONNACK or DISCONNECT
     carrying `reason_code` on a v5 connection, or CONNACK 0x01 for an unsupported version)."""
@@ -134,4 +152,4 @@ class ProtocolError(NamedTuple):
 
 Packet = (Connect | ConnAck | Publish | PubAck | PubRec | PubRel | PubComp | Subscribe | SubAck
           | Unsubscribe | UnsubAck | PingReq | PingResp | Disconnect | Auth)
-Event = Packet | ProtocolError
+Event = Packet | ProtocolError | PublishRun | AckRun

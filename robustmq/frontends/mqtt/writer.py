@@ -66,10 +66,16 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
         if not 0 < packet_id <= 0xFFFF:
             raise LocalProtocolError(f"packet identifier {packet_id}")
         pid = packet_id.to_bytes(2, "big")
-    props = encode_properties(properties) if version == MQTT_5 else b""
+    props = (b"\x00" if properties is NO_PROPERTIES else encode_properties(properties)) if version == MQTT_5 \
+        else b""
     n = 2 + tl + len(pid) + len(props) + len(payload)
     first = 0x30 | (dup << 3) | (qos << 1) | retain
-    head = bytes((first, n)) if n < 0x80 else bytes((first,)) + _length(n)
+    if n < 0x80:
+        head = bytes((first, n))
+    elif n < 0x4000:
+        head = bytes((first, (n & 0x7F) | 0x80, n >> 7))
+    else:
+        head = bytes((first,)) + _length(n)
     return b"".join((head, tl.to_bytes(2, "big"), tb, pid, props, payload))
 
 
