@@ -22,7 +22,9 @@ import itertools
 import json
 import math
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -129,6 +131,32 @@ async def pump(w: asyncio.StreamWriter, chunks) -> None:
     for chunk in chunks:
         w.write(chunk)
         await w.drain()
+
+
+
+class PySpy:
+    """`py-spy record` on a server process while a run lasts (raw collapsed stacks, 200 Hz). With
+    `gil`, only samples that hold the GIL (a loop waiting in epoll, or a thread inside RocksDB, are not
+    counted); without, `--nonblocking` sampling, where uvloop's C time lands on `Runner.run`, some of
+    it the loop waiting in epoll: read that frame's share as an upper bound."""
+
+    def __init__(self, out: str | None, pid: int, gil: bool = False) -> None:
+        self.proc: subprocess.Popen | None = None
+        if out:
+            exe = Path(sys.executable).parent / "py-spy"  # `pip install py-spy` into the venv
+            args = [str(exe) if exe.exists() else "py-spy", "record", "-p", str(pid), "-f", "raw",
+                    "-o", out, "-r", "200", "--gil" if gil else "--nonblocking"]
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # let it attach before the timed part starts
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import base64
 import json
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 from procs import NatsServer, RobustMQ  # noqa: E402
 
-from bench import acked_pump, connect, cpu_seconds, js_stream, request_json  # noqa: E402
+from bench import PySpy, acked_pump, connect, cpu_seconds, js_stream, request_json  # noqa: E402
 
 LOOP_TIMEOUT_S = 300.0  # the whole timed consumption of one run
 REQUEST_TIMEOUT_S = 10.0
@@ -131,28 +129,6 @@ async def consume_js(url: str, pid: int, n: int, batch: int, acks: str) -> Resul
     return res
 
 
-class PySpy:
-    """`py-spy record` on the server for the timed part only (raw collapsed stacks; only samples
-    that hold the GIL, so a loop waiting in epoll or the writer thread in RocksDB are not counted)."""
-
-    def __init__(self, out: str | None, pid: int) -> None:
-        self.proc = None
-        if out:
-            exe = Path(sys.executable).parent / "py-spy"  # `pip install py-spy` into the venv
-            args = [str(exe) if exe.exists() else "py-spy", "record", "-p", str(pid), "-f", "raw",
-                    "-o", out, "-r", "200", "--gil"]
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)  # let it attach before the timer starts
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 async def run_mq9(n: int, batch: int, acks: str, spy: str | None) -> Result:
     s = RobustMQ(extra_args=["--mq9-max-messages", str(max(n, 100_000))]).start()
     try:
@@ -164,7 +140,7 @@ async def run_mq9(n: int, batch: int, acks: str, spy: str | None) -> Result:
         if reply.get("error") != "":
             raise RuntimeError(f"create failed: {reply}")
         await store(s.nats_port, b"$mq9.AI.MAILBOX.MSG." + addr.encode(), n, b'"msg_id"')
-        prof = PySpy(spy, s.proc.pid)
+        prof = PySpy(spy, s.proc.pid, gil=True)
         try:
             return await asyncio.wait_for(consume_mq9(s.nats_url, s.proc.pid, addr, n, batch, acks),
                                           LOOP_TIMEOUT_S)

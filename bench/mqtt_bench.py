@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from procs import RobustMQ, free_port, wait_port  # noqa: E402 - after the sys.path lines
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench import Target, cpu_seconds, rss_peak_mb  # noqa: E402 - the NATS benchmark's helpers
+from bench import PySpy, Target, cpu_seconds, rss_peak_mb  # noqa: E402 - the NATS benchmark's helpers
 from robustmq.frontends.mqtt.codec import serialize  # noqa: E402
 from robustmq.frontends.mqtt.packets import MQTT_311, Connect, Subscribe, Subscription  # noqa: E402
 from robustmq.frontends.mqtt.writer import encode_publish  # noqa: E402
@@ -462,30 +462,6 @@ async def wl_conn(t: Target, n: int, concurrency: int = 50) -> dict:
             w.close()
         if collector.transport is not None:
             collector.transport.close()
-
-
-class PySpy:
-    """`py-spy record` on a server process while a run lasts (raw collapsed stacks, 200 Hz; samples
-    of C code called from Python count too, uvloop's on `Runner.run`, where with `--nonblocking` some
-    time the loop waits in epoll also lands: read that frame's share as an upper bound)."""
-
-    def __init__(self, out: str | None, pid: int) -> None:
-        self.proc: subprocess.Popen | None = None
-        if out:
-            exe = Path(sys.executable).parent / "py-spy"  # `pip install py-spy` into the venv
-            args = [str(exe) if exe.exists() else "py-spy", "record", "-p", str(pid), "-f", "raw",
-                    "-o", out, "-r", "200", "--nonblocking"]
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)  # let it attach before the run starts
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def measure(server: str, job: Callable[[Target], Awaitable[dict]], spy: str | None = None) -> dict:

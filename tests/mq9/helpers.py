@@ -368,3 +368,19 @@ class RawClient:
             await self.writer.wait_closed()
         except (OSError, ConnectionError):  # already gone
             pass
+
+
+def up_ok(reply: dict[str, Any]) -> dict[str, Any]:
+    """An upstream-dialect success reply (`error` is "")."""
+    assert reply.get("error") == "", f"expected an upstream success reply: {reply}"
+    return reply
+
+
+def up_error(reply: dict[str, Any], *words: str) -> str:
+    """An upstream-dialect error reply: only `error`, a clear text mentioning each of `words`."""
+    assert set(reply) == {"error"}, f"expected {{'error': ...}}, got {reply}"
+    text = reply["error"]
+    assert isinstance(text, str) and text.strip(), reply
+    for w in words:
+        assert w.lower() in text.lower(), f"error {text!r} should mention {w!r}"
+    return text

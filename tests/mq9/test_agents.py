@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from procs import RobustMQ
 
-from .helpers import CREATE, connect, request_json, request_raw, unique_name
+from .helpers import CREATE, connect, request_json, request_raw, unique_name, up_error, up_ok
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,20 +27,6 @@ SEMANTIC_MISSING = "semantic search needs: pip install 'robustmq[semantic]'"
 HAVE_SEMANTIC = importlib.util.find_spec("wordllama") is not None
 needs_semantic = pytest.mark.skipif(
     not HAVE_SEMANTIC, reason="the semantic extra is not installed: pip install 'robustmq[semantic]'")
-
-
-def up_ok(reply: dict[str, Any]) -> dict[str, Any]:
-    assert reply.get("error") == "", f"expected an upstream success reply: {reply}"
-    return reply
-
-
-def up_error(reply: dict[str, Any], *words: str) -> str:
-    assert set(reply) == {"error"}, f"expected {{'error': ...}}, got {reply}"
-    text = reply["error"]
-    assert isinstance(text, str) and text.strip(), reply
-    for w in words:
-        assert w.lower() in text.lower(), f"error {text!r} should mention {w!r}"
-    return text
 
 
 async def mailbox(nc: Any, prefix: str = "agent", ttl: int = 600) -> str:

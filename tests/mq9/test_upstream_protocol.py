@@ -26,23 +26,11 @@ from .helpers import (
     send,
     subscribe,
     unique_name,
+    up_error,
+    up_ok,
 )
 
 MSG = "$mq9.AI.MSG."
-
-
-def up_ok(reply: dict[str, Any]) -> dict[str, Any]:
-    assert reply.get("error") == "", f"expected an upstream success reply: {reply}"
-    return reply
-
-
-def up_error(reply: dict[str, Any], *words: str) -> str:
-    assert set(reply) == {"error"}, f"expected {{'error': ...}}, got {reply}"
-    text = reply["error"]
-    assert isinstance(text, str) and text.strip(), reply
-    for w in words:
-        assert w.lower() in text.lower(), f"error {text!r} should mention {w!r}"
-    return text
 
 
 async def up_create(nc: Any, name: str | None = None, ttl: int = 60) -> str:

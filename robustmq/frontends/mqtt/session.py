@@ -62,10 +62,10 @@ from robustmq.frontends.mqtt.packets import (
 )
 from robustmq.frontends.mqtt.packets import Subscription as SubRequest
 from robustmq.frontends.mqtt.persistent import MAX_QUEUED, MAX_SESSION_EXPIRY_S, Entry, SessionState
-from robustmq.frontends.mqtt.properties import NO_PROPERTIES, Properties, encode_properties, encode_varint
+from robustmq.frontends.mqtt.properties import NO_PROPERTIES, Properties, encode_properties
 from robustmq.frontends.mqtt.subscriptions import MqttSubscription, Outgoing
 from robustmq.frontends.mqtt.topics import SHARE_PREFIX, split_shared, valid_topic_filter
-from robustmq.frontends.mqtt.writer import encode_publish
+from robustmq.frontends.mqtt.writer import encode_publish, fixed_header
 from robustmq.routing.contract import Headers, Receipt, Refusal, RefusalKind
 from robustmq.routing.subjects import subject_matches
 
@@ -878,13 +878,7 @@ class MqttSession(asyncio.Protocol):
                 topic, key = out.topic, k
                 tb = topic.encode()
                 remaining = 4 + len(tb) + len(pb) + size
-                first = 0x30 | (out.qos << 1) | out.retain
-                if remaining < 0x80:
-                    head = bytes((first, remaining))
-                elif remaining < 0x4000:
-                    head = bytes((first, (remaining & 0x7F) | 0x80, remaining >> 7))
-                else:
-                    head = bytes((first,)) + encode_varint(remaining)
+                head = fixed_header(0x30 | (out.qos << 1) | out.retain, remaining)
                 head += len(tb).to_bytes(2, "big") + tb
             if len(head) + 2 + len(pb) + size > limit:  # spec 3.1.2.25: too large for the client: discarded
                 continue

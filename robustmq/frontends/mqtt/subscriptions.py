@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from robustmq.frontends.mqtt.packets import Subscription as SubRequest
-from robustmq.frontends.mqtt.properties import Properties, encode_varint
+from robustmq.frontends.mqtt.properties import Properties
+from robustmq.frontends.mqtt.writer import fixed_header
 
 if TYPE_CHECKING:
     from robustmq.frontends.mqtt.session import MqttSession
@@ -52,13 +53,7 @@ class MqttSubscription:
         byte, remaining length), topic, then `tail` (v5 QoS 0: the properties; else b"")."""
         key = (first << 40) | (remaining << 8) | len(tail)  # remaining < 2**28; tail: a few bytes
         if key != self._head_key:
-            if remaining < 0x80:
-                head = bytes((first, remaining))
-            elif remaining < 0x4000:
-                head = bytes((first, (remaining & 0x7F) | 0x80, remaining >> 7))
-            else:
-                head = bytes((first,)) + encode_varint(remaining)
-            self._head = head + self._tb + tail
+            self._head = fixed_header(first, remaining) + self._tb + tail
             self._head_key = key
         return self._head
 

@@ -69,14 +69,17 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
     props = (b"\x00" if properties is NO_PROPERTIES else encode_properties(properties)) if version == MQTT_5 \
         else b""
     n = 2 + tl + len(pid) + len(props) + len(payload)
-    first = 0x30 | (dup << 3) | (qos << 1) | retain
-    if n < 0x80:
-        head = bytes((first, n))
-    elif n < 0x4000:
-        head = bytes((first, (n & 0x7F) | 0x80, n >> 7))
-    else:
-        head = bytes((first,)) + _length(n)
+    head = fixed_header(0x30 | (dup << 3) | (qos << 1) | retain, n)
     return b"".join((head, tl.to_bytes(2, "big"), tb, pid, props, payload))
+
+
+def fixed_header(first: int, remaining: int) -> bytes:
+    """A packet's fixed header: the first byte and the remaining length (short forms inline)."""
+    if remaining < 0x80:
+        return bytes((first, remaining))
+    if remaining < 0x4000:
+        return bytes((first, (remaining & 0x7F) | 0x80, remaining >> 7))
+    return bytes((first,)) + _length(remaining)
 
 
 def _length(n: int) -> bytes:
