@@ -583,15 +583,16 @@ class MqttSession(asyncio.Protocol):
         self.send(UnsubAck(ev.packet_id, codes))
 
     # ------------------------------------------------------------------ outbound (router -> client)
-    def deliver(self, sub: MqttSubscription, subject: str, reply: str | None, headers: Headers | None,
-                payload: bytes) -> None:
+    def _how(self, sub: MqttSubscription, subject: str) -> tuple[int, bool] | None:
+        """(QoS, retain flag) to deliver the message being routed to `sub` with, or None when `sub`
+        does not get it (closed, a `$` subject under a leading wildcard, no-local)."""
         if self.closed or (sub.skip_dollar and subject[:1] == "$"):
-            return
+            return None
         srv = self.server
         origin = srv.publishing
         if origin is not None:
             if sub.no_local and origin is self:
-                return
+                return None
             qos = min(sub.qos, srv.publish_qos)
             retain = srv.publish_retain and sub.rap  # spec 3.3.1.3: live messages go without it
         else:
@@ -599,6 +600,14 @@ class MqttSession(asyncio.Protocol):
             retain = False
         if sub._subject is not subject:
             sub.set_subject(subject, delivery_topic(subject))
+        return qos, retain
+
+    def deliver(self, sub: MqttSubscription, subject: str, reply: str | None, headers: Headers | None,
+                payload: bytes) -> None:
+        how = self._how(sub, subject)
+        if how is None:
+            return
+        qos, retain = how
         props = self._props(headers, reply, sub)
         if props is None:
             return  # its Message Expiry Interval has passed: never delivered (MQTT 5 3.3.2.3.3)
@@ -608,20 +617,10 @@ class MqttSession(asyncio.Protocol):
     def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
         """Several header-less, reply-less messages for `sub` (one publish_many): the frames are
         built in one pass with the subscription's topic bytes and written as one piece."""
-        if self.closed or (sub.skip_dollar and subject[:1] == "$"):
+        how = self._how(sub, subject)
+        if how is None:
             return
-        srv = self.server
-        origin = srv.publishing
-        if origin is not None:
-            if sub.no_local and origin is self:
-                return
-            qos = min(sub.qos, srv.publish_qos)
-            retain = srv.publish_retain and sub.rap
-        else:
-            qos = min(sub.qos, FOREIGN_QOS)
-            retain = False
-        if sub._subject is not subject:
-            sub.set_subject(subject, delivery_topic(subject))
+        qos, retain = how
         if qos and self.state is not None:  # a persistent session: each message a queue entry
             self._deliver_each(sub, subject, payloads)
             return
