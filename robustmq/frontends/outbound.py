@@ -8,6 +8,7 @@ the cap the largest backlogs are cut first: they are the slowest readers, whatev
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 
@@ -63,3 +64,55 @@ class OutboundBudget:
             c.slow_consumer()
             if c._backlog:  # a connection that did not account itself out
                 self.account(c, 0)
+
+
+class BufferedConnection(asyncio.Protocol):
+    """The outbound side every front-end's session shares: frames are queued and written in one
+    `writelines` per loop turn; a connection whose socket holds more than `max_pending` unsent bytes
+    is cut (`slow_consumer`, protocol-specific); while it carries a backlog it keeps its count in the
+    server-wide `budget` current."""
+
+    transport: asyncio.Transport | None
+    closed: bool
+    max_pending: int
+    budget: OutboundBudget
+    bytes_out: int
+    _loop: asyncio.AbstractEventLoop
+
+    def _init_outbound(self, budget: OutboundBudget, max_pending: int) -> None:
+        self.budget = budget
+        self.max_pending = max_pending
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._backlog = 0  # this connection's share of the budget's total
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        t = self.transport
+        if self.closed or not self._out or t is None:
+            return
+        out, self._out = self._out, []
+        self.bytes_out += self._out_size
+        self._out_size = 0
+        t.writelines(out) if len(out) > 1 else t.write(out[0])
+        if t.get_write_buffer_size() > self.max_pending:
+            self.slow_consumer()
+        elif self._backlog:  # writing is paused: keep this backlog's count current
+            self.budget.account(self, self.backlog_size())
+
+    def backlog_size(self) -> int:
+        t = self.transport
+        return t.get_write_buffer_size() + self._out_size if t is not None and not self.closed else 0
+
+    def slow_consumer(self) -> None:
+        raise NotImplementedError

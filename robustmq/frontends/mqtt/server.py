@@ -29,7 +29,7 @@ class MqttServer:
     def __init__(self, cfg: Config, router: Router, budget: OutboundBudget | None = None) -> None:
         self.cfg = cfg
         # outbound bytes of backlogged connections, all together (shared with the other front-ends)
-        self.budget = budget if budget is not None else OutboundBudget(cfg.max_pending_total)
+        self.budget: OutboundBudget = budget if budget is not None else OutboundBudget(cfg.max_pending_total)
         self.router = router
         self.table: ConnectionTable[MqttSession] = ConnectionTable()
         self.conns = self.table.conns  # open connections by id

@@ -66,6 +66,7 @@ from robustmq.frontends.mqtt.properties import NO_PROPERTIES, Properties, encode
 from robustmq.frontends.mqtt.subscriptions import MqttSubscription, Outgoing
 from robustmq.frontends.mqtt.topics import SHARE_PREFIX, split_shared, valid_topic_filter
 from robustmq.frontends.mqtt.writer import encode_publish, fixed_header
+from robustmq.frontends.outbound import BufferedConnection
 from robustmq.routing.contract import Headers, Receipt, Refusal, RefusalKind
 from robustmq.routing.subjects import subject_matches
 
@@ -88,7 +89,7 @@ _PUBACK = b"\x40\x02"  # a PUBACK's fixed header; the packet id follows
 ASSIGNED_ID_PREFIX = "auto-"
 
 
-class MqttSession(asyncio.Protocol):
+class MqttSession(BufferedConnection):
     """One MQTT client connection; to the router, a `routing.contract.Connection`."""
 
     protocol = "mqtt"
@@ -101,7 +102,7 @@ class MqttSession(asyncio.Protocol):
         self.parser = MqttParser(max_packet_size=min(MAX_PACKET_SIZE_LIMIT,
                                                      max(DEFAULT_MAX_PACKET_SIZE, cfg.max_payload + 0x20000)),
                                  runs=True)
-        self.max_pending = cfg.max_pending
+        self._init_outbound(server.budget, cfg.max_pending)
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.cid = 0
@@ -129,10 +130,6 @@ class MqttSession(asyncio.Protocol):
         # durable, in the commit's own callbacks, one write per read (see _ack_when_durable_all)
         self._acks: list[tuple[Receipt | None, bytes]] = []
         self._refused: Refusal | None = None  # set by refuse() while our own publish is routed
-        self._out: list[bytes] = []
-        self._out_size = 0
-        self._backlog = 0  # this connection's share of the server-wide outbound budget
-        self._flush_scheduled = False
         self._shutting_down = False
         self.state: SessionState | None = None  # a persistent session's state, while connected
         self._drain_waiting = False
@@ -163,7 +160,7 @@ class MqttSession(asyncio.Protocol):
         self._queue.clear()
         self._queued_bytes = 0
         self._inflight.clear()
-        self.server.budget.account(self, 0)
+        self.budget.account(self, 0)
         will, self.will = self.will, None
         if will is not None and self.connected and not self._shutting_down:
             self.server.will_on_close(self, will, session_expiry)
@@ -174,17 +171,15 @@ class MqttSession(asyncio.Protocol):
     # against the server-wide outbound budget, which cuts the largest backlogs of any protocol first
     def pause_writing(self) -> None:
         if not self.closed:
-            self.server.budget.account(self, self.backlog_size())
+            self.budget.account(self, self.backlog_size())
 
     def resume_writing(self) -> None:
         if not self.closed:
-            self.server.budget.account(self, self._queued_bytes)
+            self.budget.account(self, self._queued_bytes)
 
     def backlog_size(self) -> int:
-        t = self.transport
-        if t is None or self.closed:
-            return 0
-        return t.get_write_buffer_size() + self._out_size + self._queued_bytes
+        """The socket's unsent bytes and queued frames, and the publishes behind the inflight window."""
+        return super().backlog_size() + (0 if self.closed else self._queued_bytes)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -683,7 +678,7 @@ class MqttSession(asyncio.Protocol):
             if self._queued_bytes > self.max_pending:
                 self.slow_consumer()
             else:
-                self.server.budget.account(self, self.backlog_size())
+                self.budget.account(self, self.backlog_size())
 
     def _deliver_each(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
         router = self.router
@@ -753,7 +748,7 @@ class MqttSession(asyncio.Protocol):
             if self._queued_bytes > self.max_pending:
                 self.slow_consumer()
             else:
-                self.server.budget.account(self, self.backlog_size())
+                self.budget.account(self, self.backlog_size())
             return
         self._send_inflight(out, False)
 
@@ -843,7 +838,7 @@ class MqttSession(asyncio.Protocol):
         if self._queue and len(self._inflight) < self._window:
             self._send_queued()
         if self._backlog:
-            self.server.budget.account(self, self.backlog_size())
+            self.budget.account(self, self.backlog_size())
         if self.state is not None:
             self._drain_state(self.state)
 
@@ -979,39 +974,16 @@ class MqttSession(asyncio.Protocol):
     def send(self, ev: Packet) -> None:
         self.write(serialize(ev, self.proto))
 
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self._out.append(data)
-        self._out_size += len(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
     def _flush_anyway(self, exc: BaseException) -> None:
         """The batch the read's acks waited on failed: acks of earlier batches may be queued."""
         self._flush()
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        t = self.transport
-        if self.closed or not self._out or t is None:
-            return
-        out, self._out = self._out, []
-        self.bytes_out += self._out_size
-        self._out_size = 0
-        t.writelines(out) if len(out) > 1 else t.write(out[0])
-        if t.get_write_buffer_size() > self.max_pending:
-            self.slow_consumer()
-        elif self._backlog:  # writing is paused or publishes wait: keep the budget's count current
-            self.server.budget.account(self, self.backlog_size())
 
     def slow_consumer(self) -> None:
         if self.closed:
             return
         self.server.slow_consumers += 1
         log.warning("mqtt slow consumer cid=%d %s: closing", self.cid, self.peer)
-        self.server.budget.account(self, 0)
+        self.budget.account(self, 0)
         self._out.clear()
         self._out_size = 0
         self._queue.clear()

@@ -39,7 +39,7 @@ class NatsServer:
         self._info_base: dict[str, object] = {}
         self.port = cfg.nats_port
         # outbound bytes of backlogged connections, all together (shared with the other front-ends)
-        self.budget = budget if budget is not None else OutboundBudget(cfg.max_pending_total)
+        self.budget: OutboundBudget = budget if budget is not None else OutboundBudget(cfg.max_pending_total)
         self.producer: NatsSession | None = None  # the connection whose data is being handled now
 
     async def start(self, host: str, port: int) -> None:
@@ -92,10 +92,6 @@ class NatsServer:
     @property
     def pending_total(self) -> int:
         return self.budget.total
-
-    def account_backlog(self, conn: NatsSession, size: int) -> None:
-        """Record one connection's transport backlog against the server-wide budget."""
-        self.budget.account(conn, size)
 
     def check_auth(self, user: str, password: str, token: str) -> bool:
         cfg = self.cfg

@@ -23,6 +23,7 @@ from robustmq.frontends.nats.codec import (
     Unsub,
 )
 from robustmq.frontends.nats.headers import build_headers, parse_headers
+from robustmq.frontends.outbound import BufferedConnection
 from robustmq.routing.contract import Headers, Refusal, RefusalKind
 from robustmq.routing.subjects import subject_matches, valid_publish_subject, valid_subscribe_subject
 
@@ -84,7 +85,7 @@ class Subscription:
         self._pfx = b""
 
 
-class NatsSession(asyncio.Protocol):
+class NatsSession(BufferedConnection):
     """One NATS client connection; to the router, a `routing.contract.Connection`."""
 
     protocol = "nats"
@@ -94,7 +95,7 @@ class NatsSession(asyncio.Protocol):
         cfg = server.cfg
         self.router = server.router
         self.parser = NatsParser(cfg.max_payload, cfg.max_control_line)
-        self.max_pending = cfg.max_pending
+        self._init_outbound(server.budget, cfg.max_pending)
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.subs: dict[str, Subscription] = {}
@@ -113,17 +114,13 @@ class NatsSession(asyncio.Protocol):
         self._pongs_due = 0  # PINGs read whose PONG waits for a commit
         self._failing: tuple[str | None] | None = None  # a close waiting for those PONGs
         self.last_pub_seq = 0
-        self._out: list[bytes] = []
-        self._out_size = 0
         self._reply_subs: dict[str, Subscription] = {}  # reply-subject parent -> own subscription
-        self._backlog = 0  # this connection's share of server.pending_total (transport buffer bytes)
         self._read_paused = False
         self._stall_pending = False
         self._turn_read = 0  # bytes read in this loop turn (reset by a callback in the next)
         self._stalled: set[NatsSession] = set()  # producers paused until this reader drains
         self._drained_at_ping = 0  # bytes the socket had taken when the last server PING went out
         self._read_at_ping = 0  # bytes_in then
-        self._flush_scheduled = False
         self._auth_timer: asyncio.TimerHandle | None = None
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
         self.peer = ("", 0)
@@ -149,7 +146,7 @@ class NatsSession(asyncio.Protocol):
             self.router.unsubscribe(sub)
         self.subs.clear()
         self._out.clear()
-        self.server.account_backlog(self, 0)
+        self.budget.account(self, 0)
         self._release_stalled()
         self.server.unregister(self)
 
@@ -157,11 +154,11 @@ class NatsSession(asyncio.Protocol):
     # only connections between the two carry a backlog worth counting against the server-wide cap
     def pause_writing(self) -> None:
         if self.transport is not None and not self.closed:
-            self.server.account_backlog(self, self.transport.get_write_buffer_size())
+            self.budget.account(self, self.transport.get_write_buffer_size())
 
     def resume_writing(self) -> None:
         if not self.closed:
-            self.server.account_backlog(self, 0)
+            self.budget.account(self, 0)
         self._release_stalled()
 
     def _release_stalled(self) -> None:
@@ -405,7 +402,7 @@ class NatsSession(asyncio.Protocol):
         if self._out_size > self.max_pending:
             self.slow_consumer()
         elif self._backlog:  # a reader that is already behind: count what it is given at once
-            self.server.account_backlog(self, self._backlog + len(frame))
+            self.budget.account(self, self._backlog + len(frame))
             self._behind()
 
     def deliver_many(self, sub: Subscription, subject: str, payloads: list[bytes]) -> None:
@@ -440,7 +437,7 @@ class NatsSession(asyncio.Protocol):
         if self._out_size > self.max_pending:
             self.slow_consumer()
         elif self._backlog:
-            self.server.account_backlog(self, self._backlog + len(frame))
+            self.budget.account(self, self._backlog + len(frame))
             self._behind()
 
     def _behind(self) -> None:
@@ -514,43 +511,13 @@ class NatsSession(asyncio.Protocol):
             text = errors.INVALID_SUBJECT
         self.write(errors.err_line(text))
 
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self._out.append(data)
-        self._out_size += len(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self.closed or not self._out:
-            return
-        t = self.transport
-        if t is None:
-            return
-        out, self._out = self._out, []
-        self.bytes_out += self._out_size
-        self._out_size = 0
-        t.writelines(out) if len(out) > 1 else t.write(out[0])
-        size = t.get_write_buffer_size()
-        if size > self.max_pending:
-            self.slow_consumer()
-        elif self._backlog:  # writing is paused: keep this backlog's count current
-            self.server.account_backlog(self, size)
-
-    def backlog_size(self) -> int:
-        t = self.transport
-        return t.get_write_buffer_size() + self._out_size if t is not None and not self.closed else 0
-
     def slow_consumer(self) -> None:
         if self.closed:
             return
         self.server.slow_consumers += 1
         log.warning("slow consumer cid=%d %s: closing (backlog %d, out %d, total %d)", self.cid, self.peer,
                     self._backlog, self._out_size, self.server.pending_total)
-        self.server.account_backlog(self, 0)
+        self.budget.account(self, 0)
         self._out.clear()
         self._out_size = 0
         t = self.transport
