@@ -449,9 +449,10 @@ class SegmentLog:
     def get_meta(self, namespace: str, key: str | bytes) -> bytes | None:
         return self.store.get(k.meta_key(namespace, key))
 
-    def scan_meta(self, namespace: str) -> Iterator[tuple[bytes, bytes]]:
+    def scan_meta(self, namespace: str, prefix: str | bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Committed metadata of a namespace whose key starts with `prefix`: (key, value) in key order."""
         p = k.meta_key(namespace, b"")
-        for key, v in self.store.scan_prefix(p):
+        for key, v in self.store.scan_prefix(k.meta_key(namespace, prefix)):
             yield key[len(p):], v
 
     def _put(self, key: bytes, value: bytes) -> None:

@@ -52,7 +52,6 @@ class MqttServer:
         self.publish_retain = False
 
     async def start(self, host: str, port: int) -> None:
-        self.retained.load()
         self.sessions = load_sessions(self)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MqttSession(self), host, port, backlog=1024,
