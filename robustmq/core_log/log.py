@@ -392,7 +392,12 @@ class SegmentLog:
         if not p:
             self._dirty.append(s)
             if not self._scheduled:
-                self._schedule()
+                loop = self._loop
+                if loop is not None:  # _schedule(), inlined: the first append of each turn does this
+                    self._scheduled = True
+                    loop.call_soon(self._flush_soon)
+                else:
+                    self._schedule()
         p.append(record)
         n = len(record.payload)
         s.pending_bytes += n
@@ -501,6 +506,10 @@ class SegmentLog:
     def on_commit(self, seq: int, callback: Callable[[], Any],
                   on_error: Callable[[BaseException], Any] | None = None) -> None:
         """Run callback once batch `seq` is written (at once if it already is); on_error if it fails."""
+        if seq == self.batch_seq and (self._dirty or self._batch_len or self._sid_dirty):
+            # the usual case: the batch now filling, which holds something (`has_pending`), inlined
+            self._commit_callbacks.append((callback, on_error))
+            return
         if self._failed and seq in self._failed:
             if on_error is not None:
                 on_error(self._failed[seq])
@@ -529,8 +538,8 @@ class SegmentLog:
         """End of a loop turn: hand the batch to the writer thread, unless one is being written (then
         this one keeps filling and goes when that one is done)."""
         self._scheduled = False
-        if self._inflight is not None or not self.has_pending:
-            return
+        if self._inflight is not None or not (self._dirty or self._batch_len or self._sid_dirty):
+            return  # (has_pending, inlined)
         if not self.writer_thread:
             self.flush()
             return
@@ -570,7 +579,7 @@ class SegmentLog:
         if c is not None and c.thread_future is not None:
             c.thread_future.result()  # the writer thread never raises: failures are passed on
             self._complete(c, c.exc, c.seconds)  # its report may still be queued on the loop
-        if not self.has_pending:
+        if not (self._dirty or self._batch_len or self._sid_dirty):  # has_pending, inlined
             return
         c = self._build()
         self._inflight = c
@@ -595,10 +604,14 @@ class SegmentLog:
             s.pending = []
             c.nbytes += s.pending_bytes
             s.pending_bytes = 0
-            c.appended += len(recs)
-            first = s.next_offset - len(recs)
-            for i in range(0, len(recs), CHUNK_MAX_RECORDS):
-                self._write_chunk(batch, s, first + i, recs[i:i + CHUNK_MAX_RECORDS], now)
+            n = len(recs)
+            c.appended += n
+            first = s.next_offset - n
+            if n <= CHUNK_MAX_RECORDS:
+                self._write_chunk(batch, s, first, recs, now)
+            else:
+                for i in range(0, len(recs), CHUNK_MAX_RECORDS):
+                    self._write_chunk(batch, s, first + i, recs[i:i + CHUNK_MAX_RECORDS], now)
             s.touched = c.seq
             c.streams.append((s, s.next_offset))
         if self._sid_dirty:
@@ -626,7 +639,8 @@ class SegmentLog:
             self._fail(c, exc)
         else:
             self._succeed(c, dt)
-        if self.has_pending and self._loop is not None and not self._scheduled:
+        if (self._dirty or self._batch_len or self._sid_dirty) and self._loop is not None and \
+                not self._scheduled:  # has_pending, inlined
             # the next batch filled while this one was written: send it now, in order
             self._scheduled = True
             self._loop.call_soon(self._flush_soon)
@@ -637,19 +651,22 @@ class SegmentLog:
         stats.bytes_appended += c.nbytes
         stats.batches += 1
         stats.commit_seconds_total += dt
-        stats.commit_seconds_max = max(stats.commit_seconds_max, dt)
+        if dt > stats.commit_seconds_max:
+            stats.commit_seconds_max = dt
         self.committed_seq = c.seq
-        for s, upto in c.streams:
-            if not s.gone and upto > s.committed:
+        streams = c.streams
+        for s, upto in streams:
+            if upto > s.committed and not s.gone:
                 s.committed = upto
-        if c.future is not None and not c.future.done():
-            c.future.set_result(None)
+        fut = c.future
+        if fut is not None and not fut.done():
+            fut.set_result(None)
         for cb, _ in c.callbacks:
             try:
                 cb()
             except Exception:
                 log.exception("commit callback failed")
-        for s, _ in c.streams:
+        for s, _ in streams:
             if s.waiters:
                 self._wake(s)
         if len(self.streams) > self.stream_cache_max:  # streams this batch pinned may go now

@@ -54,7 +54,9 @@ class Store:
         self.durability = durability
 
     def new_batch(self) -> WriteBatch:
-        return WriteBatch(raw_mode=True)
+        # a batch is consumed by its write (rocksdict refuses it again, cleared or not), so each
+        # commit needs a new one. `raw_mode` passed by position: its keyword costs ~0.3 us more.
+        return WriteBatch(True)
 
     def write(self, batch: Batch) -> None:
         # rocksdict releases the GIL here, so the loop runs on while the writer thread waits for the disk

@@ -204,3 +204,53 @@ async def test_sweep_reclaims_expired_mailbox_storage(fresh_server: RobustMQ) ->
         assert k is not None and len(list(log.read(k))) == 50
     finally:
         log.close()
+
+
+async def _mixed_sends(nc, mid: str, tag: bytes) -> list[tuple[int, int, bytes]]:
+    """Sends of every priority, and a pipelined burst of critical requests to one subject (stored
+    and noted as one run): (priority rank, msg_id, payload) of each."""
+    rank = {"critical": 0, "urgent": 1, "normal": 2}
+    sent = []
+    for i, p in enumerate(["normal", "critical", "normal", "urgent"]):
+        sent.append((rank[p], await send(nc, mid, tag + b"s%d" % i, p), tag + b"s%d" % i))
+    inbox = nc.new_inbox()
+    acks = await nc.subscribe(inbox + ".*")
+    for i in range(100):
+        await nc.publish(msg_subject(mid, "critical"), tag + b"c%d" % i, reply=f"{inbox}.{i}")
+    await nc.flush()
+    for _ in range(100):
+        m = await acks.next_msg(timeout=5)
+        i = int(m.subject.rsplit(".", 1)[1])
+        sent.append((0, json.loads(m.data)["msg_id"], tag + b"c%d" % i))
+    await acks.unsubscribe()
+    sent.append((2, await send(nc, mid, tag + b"tail"), tag + b"tail"))
+    return sent
+
+
+def _priority_order(sent: list[tuple[int, int, bytes]]) -> list[tuple[int, bytes]]:
+    return [(mid_, data) for _, mid_, data in sorted(sent, key=lambda t: (t[0], t[1]))]
+
+
+async def test_replay_order_holds_across_a_restart_and_pipelined_bursts(fresh_server: RobustMQ) -> None:
+    """A replay reads each priority only up to that priority's last message, from an index the sends
+    keep (a mailbox created since the start) or one scan builds (a mailbox from before a restart).
+    Either way the order must be exact."""
+    fresh_server.start()
+    nc = await connect(fresh_server.nats_url)
+    old = await create(nc, ttl=3600)
+    sent_old = await _mixed_sends(nc, old, b"a")
+    await nc.close()
+
+    fresh_server.restart()
+
+    nc = await connect(fresh_server.nats_url)
+    sent_old += await _mixed_sends(nc, old, b"b")
+    new = await create(nc, ttl=3600)
+    sent_new = await _mixed_sends(nc, new, b"n")
+    for mid, sent in ((old, sent_old), (new, sent_new), (new, sent_new)):
+        got = await collect(nc, msg_subject(mid, "*"), n=len(sent))
+        assert [(msg_id(m), m.data) for m in got] == _priority_order(sent)
+    sent_new += await _mixed_sends(nc, new, b"m")  # after a replay built on the index
+    got = await collect(nc, msg_subject(new, "*"), n=len(sent_new))
+    assert [(msg_id(m), m.data) for m in got] == _priority_order(sent_new)
+    await nc.close()

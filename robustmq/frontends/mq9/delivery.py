@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,6 +44,9 @@ from robustmq.frontends.mq9.mailboxes import (
 )
 from robustmq.frontends.mq9.stats import Mq9Stats
 from robustmq.frontends.mq9.subjects import ALL_MASK
+
+if TYPE_CHECKING:
+    from robustmq.frontends.mq9.upstream import PriorityIndex
 
 REPLAY_CHUNK = 512
 REPLAY_HIGH_WATER = 8 << 20  # pause a replay while the subscriber has this much unsent
@@ -107,6 +111,9 @@ class Delivery:
         self.groups: dict[tuple[str, str], Group] = {}
         self.groups_by_mail: dict[str, list[Group]] = {}
         self._dirty_groups: set[Group] = set()
+        # where each priority's last message is (upstream's index, kept by the sends): a replay
+        # reads each priority's range only, not the whole mailbox once per priority
+        self.priority_index: Callable[[Mailbox, Stream], Awaitable[PriorityIndex]] | None = None
 
     def has_targets(self, mail_id: str) -> bool:
         return mail_id in self.subs or mail_id in self.groups_by_mail
@@ -172,7 +179,10 @@ class Delivery:
     # ------------------------------------------------------------------ live
     def live(self, mb: Mailbox, off: int, rec: Record) -> None:
         """A message just stored, or a delayed one (`vis` in its metadata) just come due."""
-        if self.registry.boxes.get(mb.mail_id) is not mb:
+        mail_id = mb.mail_id
+        if mail_id not in self.subs and mail_id not in self.groups_by_mail:
+            return  # nobody to tell, and no group that could owe it
+        if self.registry.boxes.get(mail_id) is not mb:
             return  # expired meanwhile
         stream = self.log.get_stream(mb.stream_name)
         vis = _vis(rec)
@@ -281,6 +291,8 @@ class Delivery:
     async def _replay(self, t: SubTarget | Group, mb: Mailbox, stream: Stream, end: int) -> None:
         try:
             n = 0
+            # a pass per priority, each only up to that priority's last message (none: no pass)
+            last = (await self.priority_index(mb, stream)).last if self.priority_index is not None else None
             for p in range(len(PRIORITIES)):
                 if not t.mask & (1 << p):
                     continue
@@ -304,12 +316,14 @@ class Delivery:
                     start = t.cursors[p] + 1
                 else:
                     start = 0
-                for off, rec in self.log.read(stream, start, end):
+                stop = end if last is None else min(end, last[p] + 1)
+                now = now_ms()  # read again after each chunk (the loop yields only there)
+                for off, rec in self.log.read(stream, start, stop):
                     if priority_of(rec) != p:
                         continue
                     if rec.meta:
-                        if hidden(rec, now_ms()):
-                            if isinstance(t, Group) and _vis(rec) > now_ms() and off not in t.owed:
+                        if hidden(rec, now):
+                            if isinstance(t, Group) and _vis(rec) > now and off not in t.owed:
                                 t.owed[off] = p  # its cursor may pass it before it is due
                                 t.owed_dirty = True
                                 self._dirty_groups.add(t)
@@ -328,7 +342,8 @@ class Delivery:
                         self.persist_groups()
                         if not await self._pace(t):
                             return
-                        if self.registry.boxes.get(mb.mail_id) is not mb or mb.expired(now_ms()):
+                        now = now_ms()
+                        if self.registry.boxes.get(mb.mail_id) is not mb or mb.expired(now):
                             return
         finally:
             self.persist_groups()

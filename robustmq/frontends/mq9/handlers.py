@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
+from time import time_ns
 from typing import Any
 
 import msgspec
@@ -65,7 +67,7 @@ log = logging.getLogger("robustmq.mq9")
 _json = msgspec.json.Encoder()
 
 # work that waits for the commit of the batch it was appended in
-_LIVE, _LIVE_MANY, _REPLY, _ACKS, _LIST, _PUBLIC, _DELAYED = range(7)
+_SEND, _LIVE, _LIVE_MANY, _REPLY, _ACKS, _LIST, _PUBLIC, _DELAYED = range(8)
 ACK_PART = 64  # sends of one burst committed and acknowledged together (wal mode), at least
 ACK_PARTS_MAX = 4  # and a burst in at most this many parts (each part costs one commit)
 
@@ -82,6 +84,7 @@ class Mq9Layer:
         self.delivery = Delivery(log_, self.registry, self.stats)
         self.public = PublicList(self.registry)
         self.upstream = Upstream(log_, self.registry)
+        self.delivery.priority_index = self.upstream.index  # replays read each priority's range only
         # upstream's mq9-delay: pushed to §4 subscribers and queue groups when due, restarts included
         self.delayed = DelayedPush(log_, self.registry, self.delivery.has_targets, self._push_due)
         self.agents = AgentRegistry(log_, self.registry)  # upstream's AGENT.* registry and search
@@ -170,11 +173,17 @@ class Mq9Layer:
     def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
                             origin: Connection | None) -> None:
         """A pipelined burst of sends (each with its reply) to one subject: one lookup, one append."""
+        if len(payloads) == 1 and subject.startswith(STREAM_PREFIX):  # one request at a time
+            try:
+                self._send(subject, replies[0], None, payloads[0], origin)
+            except Mq9Error as exc:
+                if replies[0] and origin is not None:
+                    origin.reply(replies[0], _json.encode({"error": str(exc)}))
+            return
         if subject.startswith(STREAM_PREFIX) and len(payloads) > 1:
-            mail_id, prio, explicit_normal = parse_send_subject(subject)
+            mail_id, _, meta = parse_send_subject(subject)
             mb = self.registry.get(mail_id)
             if mb is not None and self._room(mb, len(payloads), sum([len(p) for p in payloads])) is None:
-                meta: dict[str, int | str] = {"p": prio, "n": 1} if explicit_normal else {"p": prio}
                 ts = now_ms()
                 stream = self.log.stream(mb.stream_name)
                 n = len(payloads)
@@ -187,6 +196,7 @@ class Mq9Layer:
                         self.log.flush()
                     recs = [Record(ts, p, None, None, meta) for p in payloads[i:i + step]]
                     first = self.log.append_many(stream, recs)
+                    self.upstream.note_stored(mb, stream, first, len(recs), int(meta["p"]))
                     self.stats.messages_stored += len(recs)
                     self._post_commit((_LIVE_MANY, mb, first, recs))
                     self._post_commit((_ACKS, origin, replies[i:i + step], first))
@@ -205,29 +215,33 @@ class Mq9Layer:
 
     def _send(self, subject: str, reply: str | None, headers: Headers | None, payload: bytes,
               origin: Connection | None) -> None:
-        mail_id, prio, explicit_normal = parse_send_subject(subject)
-        mb = self.registry.get(mail_id)
-        if mb is None:
+        # the hot path of mq9: `now_ms`, `registry.get`, `Stream.first_offset` and `_room` inlined,
+        # one clock read, one stream lookup
+        mail_id, name, meta = parse_send_subject(subject)
+        now = time_ns() // 1_000_000
+        mb = self.registry.boxes.get(mail_id)
+        if mb is None or (mb.expires_ms and now >= mb.expires_ms):
             if reply is None:
                 self.stats.dropped_no_mailbox += 1
                 return
             raise Mq9Error(f"mailbox {mail_id} does not exist")
-        held = self._room(mb, 1, len(payload))
-        if held is not None:
+        log_ = self.log
+        stream = log_.streams.get(name) or log_.stream(name)
+        segs = stream.segments
+        held = stream.next_offset - (segs[0].first if segs else stream.next_offset) - len(stream.deleted)
+        if held >= self.cfg.mq9_max_messages or \
+                stream.nbytes + stream.pending_bytes + len(payload) > self.cfg.mq9_max_bytes:
             self.stats.refused_full += 1
             if reply is None:
                 return
             raise Mq9Error(f"mailbox {mail_id} is full ({held} messages); nothing was stored")
-        meta: dict[str, int | str] = {"p": prio}
-        if explicit_normal:
-            meta["n"] = 1
-        rec = Record(now_ms(), payload, None, _publisher_headers(headers) if headers else None, meta)
-        off = self.log.append(self.log.stream(mb.stream_name), rec)
+        rec = Record(now, payload, None, _publisher_headers(headers) if headers else None, meta)
+        off = log_.append(stream, rec)
+        self.upstream.note_stored(mb, stream, off, 1, int(meta["p"]))
         self.stats.messages_stored += 1
-        # always queued: who is subscribed is decided at commit time (no gap at the switch)
-        self._post_commit((_LIVE, mb, off, rec))
-        if reply:
-            self._post_commit((_REPLY, origin, reply, b'{"msg_id":%d}' % off))
+        # always queued: who is subscribed is decided at commit time (no gap at the switch); the
+        # reply (if any) goes after the live delivery, once the commit is written
+        self._post_commit((_SEND, mb, off, rec, origin, reply))
 
     def _upstream_send(self, addr: str, reply: str | None, headers: Headers | None, payload: bytes,
                        origin: Connection | None) -> None:
@@ -248,6 +262,7 @@ class Mq9Layer:
         stream = self.log.stream(mb.stream_name)
         rec = Record(now, payload, key, _publisher_headers(headers) if headers else None, meta)
         off = self.log.append(stream, rec)
+        self.upstream.note_stored(mb, stream, off, 1, int(meta["p"]))
         if key is not None:
             self.upstream.replace_keyed(mb, stream, key, off)  # keep only the latest per key
         self.stats.messages_stored += 1
@@ -361,18 +376,25 @@ class Mq9Layer:
             return
         items = self._post = [item]
         self._post_seq = seq
-        self.log.on_commit(seq, lambda: self._run_post(items))
+        self.log.on_commit(seq, partial(self._run_post, items))
 
     def _run_post(self, items: list[tuple[Any, ...]]) -> None:
         if self._post is items:
             self._post = None
         delivery = self.delivery
+        subs, groups = delivery.subs, delivery.groups_by_mail
         pos, end = 0, len(items)
         while pos < end:
             item = items[pos]
             pos += 1
             kind = item[0]
-            if kind == _LIVE:
+            if kind == _SEND:  # (_SEND, mailbox, offset, record, origin, reply subject or None)
+                mail_id = item[1].mail_id
+                if mail_id in subs or mail_id in groups:
+                    delivery.live(item[1], item[2], item[3])
+                if item[5] and item[4] is not None:
+                    item[4].reply(item[5], b'{"msg_id":%d}' % item[2])
+            elif kind == _LIVE:
                 delivery.live(item[1], item[2], item[3])
             elif kind == _REPLY:
                 origin = item[1]
@@ -410,7 +432,8 @@ class Mq9Layer:
                 mb, off, rec = item[1], item[2], item[3]
                 delivery.delayed(mb, off, rec)
                 self.delayed.committed(mb, off, int(rec.meta["vis"]), rec)
-        delivery.persist_groups()
+        if delivery._dirty_groups:  # (persist_groups would find nothing to do)
+            delivery.persist_groups()
 
     # ================================================================== subscribe side
     def claims(self, subject: str) -> bool:

@@ -35,21 +35,31 @@ _FILTER_MASK = {
     "high": (1 << P_CRITICAL) | (1 << P_URGENT),
     "*": ALL_MASK,
 }
-SDK_SUFFIXES = frozenset(("high", "low"))  # spellings only the SDK's dialect uses
+SDK_SUFFIXES = frozenset(("high", "low"))
+_SEND_SKIP = len(STREAM_PREFIX)  # spellings only the SDK's dialect uses
 
 # `robustmq==1.0.0`'s Client connects with this CONNECT name unless told otherwise; its `SUB <id>.*`
 # and LIST look exactly like §4's, so the name is the only thing that tells its dialect apart.
 SDK_CLIENT_NAME = "robustmq-mq9-python"
 
 
-def parse_send_subject(subject: str) -> tuple[str, int, bool]:
-    """`$mq9.AI.MAILBOX.MSG.<mail_id>[.<priority>]` -> (mail_id, priority, explicit `.normal`)."""
-    rest = subject[len(STREAM_PREFIX):]
+# a §4 send's record metadata: its priority, and `n` when `.normal` was spelled out (delivered back
+# with the suffix). One dict per spelling, shared by every record sent so: never mutated.
+SEND_META: tuple[dict[str, int | str], ...] = tuple({"p": p} for p in range(len(PRIORITIES)))
+SEND_META_NORMAL: dict[str, int | str] = {"p": P_NORMAL, "n": 1}
+
+
+def parse_send_subject(subject: str) -> tuple[str, str, dict[str, int | str]]:
+    """`$mq9.AI.MAILBOX.MSG.<mail_id>[.<priority>]` -> (mail_id, the mailbox's stream name, the
+    record metadata: `SEND_META[priority]`, or `SEND_META_NORMAL` for an explicit `.normal`)."""
+    rest = subject[_SEND_SKIP:]
     mail_id, dot, last = rest.rpartition(".")
-    if dot and last in SUFFIX_INDEX:
-        prio = SUFFIX_INDEX[last]
-        return mail_id, prio, prio == P_NORMAL
-    return rest, P_NORMAL, False
+    if dot:
+        prio = SUFFIX_INDEX.get(last)
+        if prio is not None:  # the stream is the subject without its priority suffix
+            return (mail_id, subject[:len(subject) - len(last) - 1],
+                    SEND_META_NORMAL if prio == P_NORMAL else SEND_META[prio])
+    return rest, subject, SEND_META[P_NORMAL]
 
 
 def parse_msg_subject(rest: str) -> tuple[str, int, bool] | None:

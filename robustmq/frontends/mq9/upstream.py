@@ -226,11 +226,12 @@ class PriorityIndex:
     """Per mailbox stream: the offset of the last message stored with each priority (deleted or
     hidden ones included: an upper bound is all a FETCH needs to know when to stop scanning)."""
 
-    __slots__ = ("last", "stream", "upto")
+    __slots__ = ("last", "noted", "stream", "upto")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
-        self.upto = 0  # offsets below this are indexed
+        self.upto = 0  # committed offsets below this are indexed
+        self.noted = 0  # offsets below this are in `last`, committed or not (sends note themselves)
         self.last = [-1] * len(PRIORITIES)
 
 
@@ -386,12 +387,31 @@ class Upstream:
             self.log.delete_record(stream, old)
         latest[key] = off
 
-    async def _index(self, mb: Mailbox, stream: Stream) -> PriorityIndex:
-        """The mailbox's priority index, brought up to the committed end: only the records
-        committed since the last look are read (each record once over the mailbox's life)."""
+    def note_stored(self, mb: Mailbox, stream: Stream, first: int, count: int, prio: int) -> None:
+        """`count` messages of priority `prio` were appended to a mailbox from offset `first`: keep
+        its index current without reading them back. A mailbox's first send starts its index, so a
+        mailbox created since the start is never scanned for it; after a gap (a restart) the next
+        look scans what was not noted."""
+        idx = self._prio.get(mb.mail_id)
+        if idx is None or idx.stream is not stream:
+            if first != 0:
+                return
+            idx = self._prio[mb.mail_id] = PriorityIndex(stream)
+        if idx.noted != first:
+            return
+        idx.noted = first + count
+        if first + count - 1 > idx.last[prio]:
+            idx.last[prio] = first + count - 1
+
+    async def index(self, mb: Mailbox, stream: Stream) -> PriorityIndex:
+        """The mailbox's priority index, brought up to the committed end: only the records neither
+        noted by their send nor read before are read (each record at most once over the mailbox's
+        life)."""
         idx = self._prio.get(mb.mail_id)
         if idx is None or idx.stream is not stream:
             idx = self._prio[mb.mail_id] = PriorityIndex(stream)
+        if idx.noted > idx.upto:
+            idx.upto = min(idx.noted, stream.committed)
         while idx.upto < stream.committed:
             # one bounded step, with no await inside: a concurrent FETCH resumes where it ended
             end = min(stream.committed, max(idx.upto, stream.first_offset) + SCAN_YIELD_EVERY)
@@ -399,6 +419,7 @@ class Upstream:
             for off, rec in self.log.read(stream, idx.upto, end):
                 last[priority_of(rec)] = off
             idx.upto = end
+            idx.noted = max(idx.noted, end)
             if end < stream.committed:
                 await asyncio.sleep(0)
         return idx
@@ -412,7 +433,7 @@ class Upstream:
         yields to the loop between chunks; it stops as soon as no later message can be among the n
         (the index knows where each priority's last message is), so a FETCH from a large mailbox
         reads about what it returns."""
-        idx = await self._index(mb, stream)
+        idx = await self.index(mb, stream)
         # later[q]: the last offset holding a message that would come before priority q
         later = [max(idx.last[:q], default=-1) for q in range(len(PRIORITIES))]
         now = now_ms()

@@ -35,6 +35,10 @@ log = logging.getLogger("robustmq.nats")
 # Bytes read from one connection in one loop turn before it waits for the next turn, so one fast
 # publisher cannot hold the loop (and every other client's PINGs and commits) for seconds.
 READ_TURN_BYTES = 1 << 20
+# A read shorter than the loop's read buffer (256 kB in uvloop, which reads a socket again in the same
+# turn only after a read that filled it; asyncio's own loop reads once a turn) is a connection's last
+# one in its turn: reads below this size start no count, so a request at a time costs no callback.
+TURN_COUNT_MIN = 1 << 16
 # A producer whose messages land on a backlogged reader is paused this long at most per episode
 # (resumed earlier when the reader drains): its rate falls to what its readers take, as nats-server
 # stalls fast producers, instead of growing backlogs until PINGs wait behind megabytes of data.
@@ -205,7 +209,7 @@ class NatsSession(BufferedConnection):
             srv.producer = None
         if self._stall_pending:
             self._pause_reading(STALL_MAX_S)
-        else:
+        elif self._turn_read or len(data) >= TURN_COUNT_MIN:
             if not self._turn_read:
                 self._loop.call_soon(self._new_turn)
             self._turn_read += len(data)
@@ -451,7 +455,8 @@ class NatsSession(BufferedConnection):
         parent = subject.rpartition(".")[0]
         sub = self._reply_subs.get(parent)
         if sub is None or self.subs.get(sub.sid) is not sub or not (
-                sub.subject == parent + ".*" or subject_matches(sub.subject, subject)):
+                sub.subject == subject or sub.subject == parent + ".*" or
+                subject_matches(sub.subject, subject)):
             sub = next((s for s in self.subs.values() if not s.queue and subject_matches(s.subject, subject)),
                        None)
             if sub is None:
@@ -470,8 +475,23 @@ class NatsSession(BufferedConnection):
         sub = self._reply_sub(subject)
         if sub is None:
             return False
-        self._frame(sub, subject, None, None, payload)
-        self._flush()  # the requester is waiting for exactly this: no extra loop turn
+        t = self.transport
+        if self._out or sub.max_msgs or self._backlog or t is None:
+            self._frame(sub, subject, None, None, payload)
+            self._flush()  # the requester is waiting for exactly this: no extra loop turn
+            return True
+        # nothing queued before it (the usual case): straight to the socket, as `_frame` + `_flush`
+        # would, without a buffer or a flush callback
+        if sub._pfx_subject != subject:  # equal, not identical: a client's fixed reply subject
+            sub._pfx_subject = subject
+            sub._pfx = (" " + subject + " " + sub.sid + " ").encode()
+        frame = b"MSG%s%d\r\n%s\r\n" % (sub._pfx, len(payload), payload)
+        self.msgs_out += 1
+        sub.delivered += 1
+        self.bytes_out += len(frame)
+        t.write(frame)
+        if t.get_write_buffer_size() > self.max_pending:
+            self.slow_consumer()
         return True
 
     def reply_many(self, subjects: list[str], payloads: list[bytes]) -> None:
