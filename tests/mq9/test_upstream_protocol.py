@@ -510,3 +510,27 @@ def test_group_state_from_the_previous_release_and_its_bounds(tmp_path: Any) -> 
         assert min(stale.pending) == 300 and len(stale.pending) == MAX_STALE_PENDING + 100
     finally:
         log.close()
+
+
+async def test_force_deliver_during_a_long_poll_is_not_undone(server) -> None:
+    """A FETCH long-polling for group g while another FETCH restarts g (`force_deliver`) must not
+    write its old view of g back when it wakes: the restart stands."""
+    nc = await connect(server.nats_url)
+    addr = await up_create(nc, unique_name("force"))
+    a = await up_send(nc, addr, b"a")
+    assert [m["msg_id"] for m in await fetch(nc, addr, group_name="g", deliver="earliest")] == [a]
+    assert await ack(nc, addr, "g", a) == {"error": ""}
+    waiting = asyncio.create_task(fetch(nc, addr, timeout=10, group_name="g", config={"max_wait_ms": 5000}))
+    await asyncio.sleep(0.3)  # the long poll is waiting: everything g was handed is acked
+    restarted = await fetch(nc, addr, group_name="g", deliver="earliest", force_deliver=True)
+    assert [m["msg_id"] for m in restarted] == [a]
+    b = await up_send(nc, addr, b"b")
+    woke = await waiting
+    assert b in [m["msg_id"] for m in woke]
+    # g as restarted: a was handed out again and not acked since, so it comes again, with b
+    again = await fetch(nc, addr, group_name="g", config={"max_wait_ms": 0})
+    assert [m["msg_id"] for m in again] == [a, b]
+    assert await ack(nc, addr, "g", a) == {"error": ""}
+    assert await ack(nc, addr, "g", b) == {"error": ""}
+    assert await fetch(nc, addr, group_name="g", config={"max_wait_ms": 0}) == []
+    await nc.close()

@@ -490,6 +490,14 @@ class Upstream:
                 raise Mq9Error(f"mailbox {addr} does not exist")
             msgs, next_vis, settled = await self._collect(mb, stream, start, req.config.num_msgs,
                                                            acked.__contains__)
+            if group is not None:
+                cur = self._groups.get((mb.mail_id, group))
+                if cur is not None and cur is not g:
+                    # another FETCH restarted the group (`force_deliver`) while this one collected
+                    # or waited: answer from the group as it is now, never write the old one back
+                    g = cur
+                    start, acked = g.floor, g.acked
+                    continue
             left = deadline - time.monotonic()
             if msgs or left <= 0:
                 break
