@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from robustmq.frontends.inbound import ReadTurns
 from robustmq.frontends.mqtt import reasons
 from robustmq.frontends.mqtt.codec import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -89,7 +90,7 @@ _PUBACK = b"\x40\x02"  # a PUBACK's fixed header; the packet id follows
 ASSIGNED_ID_PREFIX = "auto-"
 
 
-class MqttSession(BufferedConnection):
+class MqttSession(ReadTurns, BufferedConnection):
     """One MQTT client connection; to the router, a `routing.contract.Connection`."""
 
     protocol = "mqtt"
@@ -103,6 +104,7 @@ class MqttSession(BufferedConnection):
                                                      max(DEFAULT_MAX_PACKET_SIZE, cfg.max_payload + 0x20000)),
                                  runs=True)
         self._init_outbound(server.budget, cfg.max_pending)
+        self._init_read_turns()
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.cid = 0
@@ -199,6 +201,8 @@ class MqttSession(BufferedConnection):
         finally:
             if self._acks:
                 self._ack_when_durable_all()
+        if not self.closed:
+            self.count_read(len(data))
 
     def _on_packet(self, ev: Event) -> None:
         """Every packet but the hot runs (PublishRun, AckRun: data_received takes those)."""
