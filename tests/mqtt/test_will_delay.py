@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode
+from procs import RobustMQ
 
 from robustmq.frontends.mqtt import reasons
 
@@ -188,3 +190,47 @@ def test_will_delay_interval(broker: str, port: int) -> None:
                 except (AssertionError, OSError, queue.Empty, subprocess.TimeoutExpired):  # keep the test's own error
                     pass
         watcher.close()
+
+
+@pytest.mark.parametrize("stop", ["graceful", "kill9"])
+def test_a_waiting_will_survives_a_restart(stop: str) -> None:
+    """SPEC §2 (a restart recovers MQTT sessions): a will waiting for its Will Delay Interval when the
+    server stops is still published when due; one that came due while it was down goes at once."""
+    srv = RobustMQ(mqtt=True).start()
+    try:
+        root = uniq("wr")
+        cids = {name: uniq(name) for name in ("later", "soon", "kept")}
+        later = paho_with_will(srv.mqtt_port, cids["later"], f"{root}/later", 4, 300)
+        soon = paho_with_will(srv.mqtt_port, cids["soon"], f"{root}/soon", 1, 300)
+        kept = paho_with_will(srv.mqtt_port, cids["kept"], f"{root}/kept", 2, 300)
+        for c in (later, soon, kept):
+            abrupt(c)
+            stop_later(c)
+        closed = time.monotonic()
+        time.sleep(0.5)  # the closes (and the waits they start) are committed
+        srv.kill9() if stop == "kill9" else srv.stop()
+        time.sleep(1.0)  # `soon` comes due while the server is down
+        srv.start()
+        # `kept`'s client comes back before its delay passed: its will is cancelled (3.1.3-9)
+        again = Paho(srv.mqtt_port, V5, cids["kept"], clean=False, session_expiry=300)
+        watcher = Paho(srv.mqtt_port, V5, uniq("watch"))
+        arrivals: queue.Queue[tuple[float, bytes, str]] = queue.Queue()
+        watcher.c.on_message = lambda c, u, m: arrivals.put((time.monotonic(), m.payload, m.topic))
+        watcher.subscribe(f"{root}/#", 1)
+        got: dict[str, float] = {}
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline and len(got) < 3:
+            try:
+                at, payload, topic = arrivals.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            name = topic.rsplit("/", 1)[1]
+            assert payload == b"gone:" + cids[name].encode()
+            got[name] = at - closed
+        assert set(got) == {"soon", "later"}, got
+        assert got["soon"] < 3.5, got  # at once after the restart
+        assert 3.5 <= got["later"] < 6.5, got  # at its time, not at the restart
+        again.close()
+        watcher.close()
+    finally:
+        srv.cleanup()

@@ -1,5 +1,10 @@
 """The MQTT listener: accepts connections, keeps the client-id registry (takeover), runs the
-keepalive and retry timer, owns the retained messages and the wills waiting for their delay."""
+keepalive and retry timer, owns the retained messages and the wills waiting for their delay.
+
+A will waiting for its Will Delay Interval is also kept in the log's metadata (namespace `mqtt.will`,
+key the client id: due time, topic, payload, QoS, retain, properties), written with the close that
+starts the wait and deleted when the will goes or is cancelled, so a restart meanwhile still
+publishes it when it is due (at once if it came due while the server was down)."""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ import logging
 import time
 from collections.abc import Collection
 
+import msgspec
+
 from robustmq.config import Config
 from robustmq.frontends.mqtt.packets import MQTT_5, Will
 from robustmq.frontends.mqtt.persistent import SessionState, load_sessions
+from robustmq.frontends.mqtt.properties import WILL, PacketError, encode_properties, read_properties
 from robustmq.frontends.mqtt.retained import RetainedStore
 from robustmq.frontends.mqtt.session import MqttSession
 from robustmq.frontends.outbound import OutboundBudget
@@ -21,6 +29,20 @@ from robustmq.routing.router import Router
 log = logging.getLogger("robustmq.mqtt")
 
 TICK_S = 0.25  # how often keepalive deadlines and retries are checked
+WILL_NS = "mqtt.will"
+
+
+class SavedWill(msgspec.Struct, array_like=True):
+    due_ms: int  # wall clock
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: bytes  # as on the wire (property length, then the properties)
+
+
+_will_enc = msgspec.msgpack.Encoder()
+_will_dec = msgspec.msgpack.Decoder(SavedWill)
 
 
 class MqttServer:
@@ -43,8 +65,9 @@ class MqttServer:
         self._server: asyncio.base_events.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         # v5 wills waiting for their Will Delay Interval: client id -> (monotonic deadline, the closed
-        # connection, its will); only persistent sessions wait (expiry 0 ends the session at once)
-        self.wills: dict[str, tuple[float, MqttSession, Will]] = {}
+        # connection (None: closed before a restart), its will); only persistent sessions wait
+        # (expiry 0 ends the session at once)
+        self.wills: dict[str, tuple[float, MqttSession | None, Will]] = {}
         # the MQTT publish being routed now: deliveries it causes read its QoS and retain flag here
         # (the neutral contract carries neither), and no-local subscriptions skip its publisher
         self.publishing: MqttSession | None = None
@@ -53,6 +76,7 @@ class MqttServer:
 
     async def start(self, host: str, port: int) -> None:
         self.sessions = load_sessions(self)
+        self._load_wills()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: MqttSession(self), host, port, backlog=1024,
                                                 reuse_address=True)
@@ -93,15 +117,38 @@ class MqttServer:
             conn.publish_will(will)
             return
         self.wills[conn.name] = (time.monotonic() + delay, conn, will)
+        saved = SavedWill(int(time.time() * 1000) + delay * 1000, will.topic, will.payload, will.qos,
+                          will.retain, encode_properties(will.properties))
+        self.router.log.put_meta(WILL_NS, conn.name, _will_enc.encode(saved))
 
     def cancel_will(self, client_id: str) -> None:
-        self.wills.pop(client_id, None)
+        if self.wills.pop(client_id, None) is not None:
+            self.router.log.delete_meta(WILL_NS, client_id)
 
     def _due_wills(self, now: float) -> None:
         for cid, (deadline, conn, will) in list(self.wills.items()):
             if deadline <= now:
                 del self.wills[cid]
+                self.router.log.delete_meta(WILL_NS, cid)
+                if conn is None:  # its connection closed before a restart: publish for it
+                    conn = MqttSession(self)
+                    conn.closed = True
+                    conn.name, conn.proto = cid, MQTT_5
                 conn.publish_will(will)
+
+    def _load_wills(self) -> None:
+        """The wills that were waiting when the server stopped: due at their saved time."""
+        now_ms, mono = time.time() * 1000, time.monotonic()
+        for key, value in self.router.log.scan_meta(WILL_NS):
+            try:
+                cid = key.decode()
+                saved = _will_dec.decode(value)
+                props, _ = read_properties(saved.properties, 0, len(saved.properties), WILL)
+            except (msgspec.DecodeError, UnicodeDecodeError, PacketError):  # a damaged entry: only itself
+                self.router.log.delete_meta(WILL_NS, key)
+                continue
+            will = Will(saved.topic, saved.payload, saved.qos, saved.retain, props)
+            self.wills[cid] = (mono + max(0.0, (saved.due_ms - now_ms) / 1000), None, will)
 
     def check_auth(self, username: str | None, password: bytes | None) -> bool:
         cfg = self.cfg
