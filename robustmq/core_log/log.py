@@ -74,6 +74,7 @@ class Stream:
         "created_ms",
         "deleted",
         "gone",
+        "gprefix",
         "kprefix",
         "name",
         "nbytes",
@@ -102,6 +103,7 @@ class Stream:
         self.pending_bytes = 0
         self.deleted: set[int] | frozenset[int] = _NO_DELETED  # offsets removed one by one (mq9 DELETE)
         self.kprefix = k.P_RECORD + sid.to_bytes(4, "big")  # k.record_prefix, inlined: per new stream
+        self.gprefix = k.P_SEGMENT + sid.to_bytes(4, "big")  # k.segment_prefix: each commit puts a G key
         self.touched = 0  # the last batch that wrote this stream's keys: evictable once committed
         self.gone = False  # deleted: a later commit must not bring its offsets back
         self.retention_age_ms = -1  # -1: the log's default; 0: keep forever
@@ -146,12 +148,13 @@ class _Commit:
         "thread_future",
     )
 
-    def __init__(self, batch: Batch, seq: int) -> None:
+    def __init__(self, batch: Batch, seq: int, future: asyncio.Future[None] | None,
+                 callbacks: list[tuple[Callable[[], Any], Callable[[BaseException], Any] | None]]) -> None:
         self.batch = batch
         self.seq = seq
         self.streams: list[tuple[Stream, int]] = []  # (stream, next_offset it becomes readable up to)
-        self.future: asyncio.Future[None] | None = None
-        self.callbacks: list[tuple[Callable[[], Any], Callable[[BaseException], Any] | None]] = []
+        self.future = future
+        self.callbacks = callbacks
         self.appended = 0
         self.nbytes = 0
         self.done = False
@@ -190,6 +193,7 @@ class SegmentLog:
         self.streams: dict[str, Stream] = {}  # the cache of loaded streams, oldest first
         self._deleting: dict[str, int] = {}  # name -> batch deleting it, until that batch is written
         self._batch = store.new_batch()
+        self._spare: Batch | None = None  # the next commit's batch, made once the last one is resolved
         self._batch_len = 0
         self._dirty: list[Stream] = []
         self._pending_total = 0  # payload bytes queued for the next batch
@@ -541,7 +545,7 @@ class SegmentLog:
         if self._inflight is not None or not (self._dirty or self._batch_len or self._sid_dirty):
             return  # (has_pending, inlined)
         if not self.writer_thread:
-            self.flush()
+            self._write_inline()  # (flush(), less what was just checked)
             return
         c = self._build()
         if self._writer is None:
@@ -581,6 +585,10 @@ class SegmentLog:
             self._complete(c, c.exc, c.seconds)  # its report may still be queued on the loop
         if not (self._dirty or self._batch_len or self._sid_dirty):  # has_pending, inlined
             return
+        self._write_inline()
+
+    def _write_inline(self) -> None:
+        """Build the pending batch and write it on this thread (nothing is in flight)."""
         c = self._build()
         self._inflight = c
         t0 = time.perf_counter()
@@ -593,10 +601,13 @@ class SegmentLog:
 
     def _build(self) -> _Commit:
         """Turn everything queued into one store batch (runs on the loop: Python objects only)."""
-        c = _Commit(self._batch, self.batch_seq)
+        # the batch's waiters move to it (no empty list made only to be replaced)
+        c = _Commit(self._batch, self.batch_seq, self._commit_future, self._commit_callbacks)
+        self._commit_future = None
+        self._commit_callbacks = []
         batch = c.batch
         dirty, self._dirty = self._dirty, []
-        now = now_ms()
+        now = time.time_ns() // 1_000_000  # (now_ms, inlined)
         for s in dirty:
             recs = s.pending
             if not recs:
@@ -619,9 +630,12 @@ class SegmentLog:
                 8, "big") + (b"\x01" if self._index_complete else b"\x00"))
             self._sid_dirty = False
         self._pending_total = 0
-        c.future, self._commit_future = self._commit_future, None
-        c.callbacks, self._commit_callbacks = self._commit_callbacks, []
-        self._batch = self.store.new_batch()
+        spare = self._spare
+        if spare is not None:
+            self._spare = None
+            self._batch = spare
+        else:
+            self._batch = self.store.new_batch()
         self._batch_len = 0
         self.batch_seq += 1
         return c
@@ -635,24 +649,21 @@ class SegmentLog:
             self._inflight = None
         if self._deleting:
             self._deleting = {n: q for n, q in self._deleting.items() if q > c.seq}
-        if exc is not None:
-            self._fail(c, exc)
-        else:
+        if exc is None:
             self._succeed(c, dt)
+        else:
+            self._fail(c, exc)
         if (self._dirty or self._batch_len or self._sid_dirty) and self._loop is not None and \
                 not self._scheduled:  # has_pending, inlined
             # the next batch filled while this one was written: send it now, in order
             self._scheduled = True
             self._loop.call_soon(self._flush_soon)
+        if self._spare is None:
+            # made here, after this batch's callbacks: its acknowledgements do not wait for it (a
+            # WriteBatch costs about a microsecond; each commit needs a new one)
+            self._spare = self.store.new_batch()
 
     def _succeed(self, c: _Commit, dt: float) -> None:
-        stats = self.stats
-        stats.appends += c.appended
-        stats.bytes_appended += c.nbytes
-        stats.batches += 1
-        stats.commit_seconds_total += dt
-        if dt > stats.commit_seconds_max:
-            stats.commit_seconds_max = dt
         self.committed_seq = c.seq
         streams = c.streams
         for s, upto in streams:
@@ -669,6 +680,14 @@ class SegmentLog:
         for s, _ in streams:
             if s.waiters:
                 self._wake(s)
+        # the figures after the callbacks: acknowledgements do not wait for them
+        stats = self.stats
+        stats.appends += c.appended
+        stats.bytes_appended += c.nbytes
+        stats.batches += 1
+        stats.commit_seconds_total += dt
+        if dt > stats.commit_seconds_max:
+            stats.commit_seconds_max = dt
         if len(self.streams) > self.stream_cache_max:  # streams this batch pinned may go now
             self._evict()
 
@@ -697,16 +716,18 @@ class SegmentLog:
     def _write_chunk(self, batch: Batch, s: Stream, first: int, recs: list[Record], now: int) -> None:
         data = encode(recs)
         batch.put(s.kprefix + first.to_bytes(8, "big"), data)
-        last = first + len(recs) - 1
+        nrec = len(recs)
+        last = first + nrec - 1
         # client timestamps (Kafka CreateTime) need not be monotonic: the bounds cover every record
-        lo = hi = recs[0].ts
-        if len(recs) > 1:
+        if nrec == 1:
+            lo = hi = recs[0].ts
+        else:
             tss = [r.ts for r in recs]
             lo, hi = min(tss), max(tss)
         segs = s.segments
         seg = segs[-1] if segs else None
-        if seg is None or seg.count >= self.segment_max_records or now - seg.created_ms > \
-                self.segment_max_age_ms:
+        if seg is None or seg.last - seg.first + 1 >= self.segment_max_records or now - seg.created_ms > \
+                self.segment_max_age_ms:  # (seg.count, inlined)
             seg = SegmentMeta(first, first - 1, lo, hi, 0, now)
             segs.append(seg)
             if self._ages(s.name, s.retention_age_ms):
@@ -715,11 +736,14 @@ class SegmentLog:
                 seg.indexed_ts = max(0, lo)
                 batch.put(k.time_key(seg.indexed_ts, s.sid, first), s.name.encode())
         seg.last = last
-        seg.min_ts = min(seg.min_ts, lo)
-        seg.max_ts = max(seg.max_ts, hi)
-        seg.nbytes += len(data)
-        s.nbytes += len(data)
-        batch.put(k.segment_key(s.sid, seg.first), encode(seg))
+        if lo < seg.min_ts:
+            seg.min_ts = lo
+        if hi > seg.max_ts:
+            seg.max_ts = hi
+        nb = len(data)
+        seg.nbytes += nb
+        s.nbytes += nb
+        batch.put(s.gprefix + seg.first.to_bytes(8, "big"), encode(seg))  # k.segment_key, inlined
         limit = s.retention_bytes if s.retention_bytes >= 0 else self.retention_max_bytes
         if limit and s.nbytes > limit and len(segs) > 1:
             self._over_bytes.add(s.name)

@@ -181,7 +181,7 @@ class Mq9Layer:
                     origin.reply(replies[0], _json.encode({"error": str(exc)}))
             return
         if subject.startswith(STREAM_PREFIX) and len(payloads) > 1:
-            mail_id, _, meta = parse_send_subject(subject)
+            mail_id, _, meta, prio = parse_send_subject(subject)
             mb = self.registry.get(mail_id)
             if mb is not None and self._room(mb, len(payloads), sum([len(p) for p in payloads])) is None:
                 ts = now_ms()
@@ -196,7 +196,7 @@ class Mq9Layer:
                         self.log.flush()
                     recs = [Record(ts, p, None, None, meta) for p in payloads[i:i + step]]
                     first = self.log.append_many(stream, recs)
-                    self.upstream.note_stored(mb, stream, first, len(recs), int(meta["p"]))
+                    self.upstream.note_stored(mb, stream, first, len(recs), prio)
                     self.stats.messages_stored += len(recs)
                     self._post_commit((_LIVE_MANY, mb, first, recs))
                     self._post_commit((_ACKS, origin, replies[i:i + step], first))
@@ -217,7 +217,7 @@ class Mq9Layer:
               origin: Connection | None) -> None:
         # the hot path of mq9: `now_ms`, `registry.get`, `Stream.first_offset` and `_room` inlined,
         # one clock read, one stream lookup
-        mail_id, name, meta = parse_send_subject(subject)
+        mail_id, name, meta, prio = parse_send_subject(subject)
         now = time_ns() // 1_000_000
         mb = self.registry.boxes.get(mail_id)
         if mb is None or (mb.expires_ms and now >= mb.expires_ms):
@@ -237,7 +237,7 @@ class Mq9Layer:
             raise Mq9Error(f"mailbox {mail_id} is full ({held} messages); nothing was stored")
         rec = Record(now, payload, None, _publisher_headers(headers) if headers else None, meta)
         off = log_.append(stream, rec)
-        self.upstream.note_stored(mb, stream, off, 1, int(meta["p"]))
+        self.upstream.note_stored(mb, stream, off, 1, prio)
         self.stats.messages_stored += 1
         # always queued: who is subscribed is decided at commit time (no gap at the switch); the
         # reply (if any) goes after the live delivery, once the commit is written

@@ -35,8 +35,8 @@ _FILTER_MASK = {
     "high": (1 << P_CRITICAL) | (1 << P_URGENT),
     "*": ALL_MASK,
 }
-SDK_SUFFIXES = frozenset(("high", "low"))
-_SEND_SKIP = len(STREAM_PREFIX)  # spellings only the SDK's dialect uses
+SDK_SUFFIXES = frozenset(("high", "low"))  # spellings only the SDK's dialect uses
+_SEND_SKIP = len(STREAM_PREFIX)
 
 # `robustmq==1.0.0`'s Client connects with this CONNECT name unless told otherwise; its `SUB <id>.*`
 # and LIST look exactly like §4's, so the name is the only thing that tells its dialect apart.
@@ -47,19 +47,21 @@ SDK_CLIENT_NAME = "robustmq-mq9-python"
 # with the suffix). One dict per spelling, shared by every record sent so: never mutated.
 SEND_META: tuple[dict[str, int | str], ...] = tuple({"p": p} for p in range(len(PRIORITIES)))
 SEND_META_NORMAL: dict[str, int | str] = {"p": P_NORMAL, "n": 1}
+_META_NORMAL = SEND_META[P_NORMAL]  # (no suffix: the usual send)
 
 
-def parse_send_subject(subject: str) -> tuple[str, str, dict[str, int | str]]:
+def parse_send_subject(subject: str) -> tuple[str, str, dict[str, int | str], int]:
     """`$mq9.AI.MAILBOX.MSG.<mail_id>[.<priority>]` -> (mail_id, the mailbox's stream name, the
-    record metadata: `SEND_META[priority]`, or `SEND_META_NORMAL` for an explicit `.normal`)."""
+    record metadata: `SEND_META[priority]`, or `SEND_META_NORMAL` for an explicit `.normal`; the
+    priority)."""
     rest = subject[_SEND_SKIP:]
     mail_id, dot, last = rest.rpartition(".")
     if dot:
         prio = SUFFIX_INDEX.get(last)
         if prio is not None:  # the stream is the subject without its priority suffix
             return (mail_id, subject[:len(subject) - len(last) - 1],
-                    SEND_META_NORMAL if prio == P_NORMAL else SEND_META[prio])
-    return rest, subject, SEND_META[P_NORMAL]
+                    SEND_META_NORMAL if prio == P_NORMAL else SEND_META[prio], prio)
+    return rest, subject, _META_NORMAL, P_NORMAL
 
 
 def parse_msg_subject(rest: str) -> tuple[str, int, bool] | None:

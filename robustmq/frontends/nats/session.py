@@ -472,9 +472,13 @@ class NatsSession(BufferedConnection):
         False when this connection has no subscription that matches."""
         if self.closed:
             return False
-        sub = self._reply_sub(subject)
-        if sub is None:
-            return False
+        parent = subject.rpartition(".")[0]
+        sub = self._reply_subs.get(parent)
+        if sub is None or self.subs.get(sub.sid) is not sub or (
+                sub.subject != subject and sub.subject != parent + ".*"):
+            sub = self._reply_sub(subject)  # (its usual cache hits inlined above)
+            if sub is None:
+                return False
         t = self.transport
         if self._out or sub.max_msgs or self._backlog or t is None:
             self._frame(sub, subject, None, None, payload)
