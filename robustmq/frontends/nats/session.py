@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from robustmq.frontends.inbound import ReadTurns
 from robustmq.frontends.nats import errors
 from robustmq.frontends.nats.codec import (
     Connect,
@@ -32,13 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("robustmq.nats")
 
-# Bytes read from one connection in one loop turn before it waits for the next turn, so one fast
-# publisher cannot hold the loop (and every other client's PINGs and commits) for seconds.
-READ_TURN_BYTES = 1 << 20
-# A read shorter than the loop's read buffer (256 kB in uvloop, which reads a socket again in the same
-# turn only after a read that filled it; asyncio's own loop reads once a turn) is a connection's last
-# one in its turn: reads below this size start no count, so a request at a time costs no callback.
-TURN_COUNT_MIN = 1 << 16
 # A producer whose messages land on a backlogged reader is paused this long at most per episode
 # (resumed earlier when the reader drains): its rate falls to what its readers take, as nats-server
 # stalls fast producers, instead of growing backlogs until PINGs wait behind megabytes of data.
@@ -89,10 +83,13 @@ class Subscription:
         self._pfx = b""
 
 
-class NatsSession(BufferedConnection):
+class NatsSession(ReadTurns, BufferedConnection):
     """One NATS client connection; to the router, a `routing.contract.Connection`."""
 
     protocol = "nats"
+    # 1 MiB a loop turn (about four full uvloop reads): NATS pipelines are throughput workloads; the
+    # bound still keeps another client's PONG a fraction of a flood away (tests/test_fairness.py)
+    read_turn_bytes = 1 << 20
 
     def __init__(self, server: NatsServer) -> None:
         self.server = server
@@ -119,9 +116,8 @@ class NatsSession(BufferedConnection):
         self._failing: tuple[str | None] | None = None  # a close waiting for those PONGs
         self.last_pub_seq = 0
         self._reply_subs: dict[str, Subscription] = {}  # reply-subject parent -> own subscription
-        self._read_paused = False
         self._stall_pending = False
-        self._turn_read = 0  # bytes read in this loop turn (reset by a callback in the next)
+        self._init_read_turns()
         self._stalled: set[NatsSession] = set()  # producers paused until this reader drains
         self._drained_at_ping = 0  # bytes the socket had taken when the last server PING went out
         self._read_at_ping = 0  # bytes_in then
@@ -170,26 +166,6 @@ class NatsSession(BufferedConnection):
         for p in stalled:
             p._resume_reading()
 
-    def _pause_reading(self, for_s: float | None) -> None:
-        t = self.transport
-        if t is None or self.closed:
-            return
-        if not self._read_paused:
-            self._read_paused = True
-            t.pause_reading()
-        if for_s is None:
-            self._loop.call_soon(self._resume_reading)
-        else:
-            self._loop.call_later(for_s, self._resume_reading)
-
-    def _new_turn(self) -> None:
-        self._turn_read = 0
-
-    def _resume_reading(self) -> None:
-        if self._read_paused and not self.closed and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
-
     def _stall(self, reader: NatsSession) -> None:
         """This connection's messages reached a backlogged reader: pause reading from it."""
         if not self.closed:
@@ -209,12 +185,8 @@ class NatsSession(BufferedConnection):
             srv.producer = None
         if self._stall_pending:
             self._pause_reading(STALL_MAX_S)
-        elif self._turn_read or len(data) >= TURN_COUNT_MIN:
-            if not self._turn_read:
-                self._loop.call_soon(self._new_turn)
-            self._turn_read += len(data)
-            if self._turn_read > READ_TURN_BYTES:
-                self._pause_reading(None)  # the rest waits for the next loop turn
+        else:
+            self.count_read(len(data))
 
     def _handle(self, data: bytes) -> None:
         router = self.router
