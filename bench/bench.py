@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from procs import NatsServer, RobustMQ, nats_server_binary  # noqa: E402 - after the sys.path line
+from procs import NatsServer, RobustMQ, nats_server_binary, stop_process  # noqa: E402 - after the sys.path line
 
 PAYLOAD = b"x" * 128
 BATCH = 1000
@@ -150,13 +150,7 @@ class PySpy:
             time.sleep(1.0)  # let it attach before the timed part starts
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT, 30)  # py-spy writes its file on SIGINT
 
 
 def cpu_seconds(pid: int) -> float:

@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from procs import RobustMQ, free_port, wait_port  # noqa: E402 - after the sys.path lines
+from procs import RobustMQ, free_port, stop_process, wait_port  # noqa: E402 - after the sys.path lines
 
 sys.path.insert(0, str(ROOT / "bench"))
 from bench import PySpy, Target, cpu_seconds, rss_peak_mb  # noqa: E402 - the NATS benchmark's helpers
@@ -73,13 +72,7 @@ class _Proc:
             raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

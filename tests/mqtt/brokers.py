@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from procs import free_port, wait_port
+from procs import free_port, stop_process, wait_port
 
 USER, PASSWORD = "alice", "s3cret"  # the credentials of the brokers started with auth=True
 
@@ -78,12 +78,6 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)

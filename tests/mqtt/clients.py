@@ -26,6 +26,15 @@ V5 = mqtt.MQTTv5
 WAIT = 5.0
 
 
+def nothing_in(q: queue.Queue[Any], wait: float) -> bool:
+    """True when nothing arrives in `q` within `wait` seconds."""
+    try:
+        q.get(timeout=wait)
+    except queue.Empty:
+        return True
+    return False
+
+
 class Paho:
     """One paho client on its own network thread; callbacks land in queues read with timeouts."""
 
@@ -102,11 +111,7 @@ class Paho:
         return self.msgs.get(timeout=timeout)
 
     def nothing(self, wait: float = 0.3) -> bool:
-        try:
-            self.msgs.get(timeout=wait)
-        except queue.Empty:
-            return True
-        return False
+        return nothing_in(self.msgs, wait)
 
     def close(self) -> None:
         self.c.disconnect()
@@ -244,11 +249,7 @@ class MosqSub:
         return [self.msgs.get(timeout=max(0.01, deadline - time.monotonic())) for _ in range(n)]
 
     def nothing(self, wait: float = 0.3) -> bool:
-        try:
-            self.msgs.get(timeout=wait)
-        except queue.Empty:
-            return True
-        return False
+        return nothing_in(self.msgs, wait)
 
     def finish(self, timeout: float = WAIT) -> int:
         """Wait for it to exit by itself (-C count reached, -E, -W); its exit code."""
