@@ -103,7 +103,8 @@ class Group(Target):
 class Delivery:
     """The delivery targets of every mailbox, and the work of feeding them."""
 
-    def __init__(self, log: SegmentLog, registry: MailboxRegistry, stats: Mq9Stats) -> None:
+    def __init__(self, log: SegmentLog, registry: MailboxRegistry, stats: Mq9Stats,
+                 priority_index: Callable[[Mailbox, Stream], Awaitable[PriorityIndex]]) -> None:
         self.log = log
         self.registry = registry
         self.stats = stats
@@ -113,7 +114,7 @@ class Delivery:
         self._dirty_groups: set[Group] = set()
         # where each priority's last message is (upstream's index, kept by the sends): a replay
         # reads each priority's range only, not the whole mailbox once per priority
-        self.priority_index: Callable[[Mailbox, Stream], Awaitable[PriorityIndex]] | None = None
+        self.priority_index = priority_index
 
     def has_targets(self, mail_id: str) -> bool:
         return mail_id in self.subs or mail_id in self.groups_by_mail
@@ -292,7 +293,7 @@ class Delivery:
         try:
             n = 0
             # a pass per priority, each only up to that priority's last message (none: no pass)
-            last = (await self.priority_index(mb, stream)).last if self.priority_index is not None else None
+            last = (await self.priority_index(mb, stream)).last
             for p in range(len(PRIORITIES)):
                 if not t.mask & (1 << p):
                     continue
@@ -316,7 +317,7 @@ class Delivery:
                     start = t.cursors[p] + 1
                 else:
                     start = 0
-                stop = end if last is None else min(end, last[p] + 1)
+                stop = min(end, last[p] + 1)
                 now = now_ms()  # read again after each chunk (the loop yields only there)
                 for off, rec in self.log.read(stream, start, stop):
                     if priority_of(rec) != p:

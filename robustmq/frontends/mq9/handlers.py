@@ -81,10 +81,10 @@ class Mq9Layer:
         self.log = log_
         self.stats = Mq9Stats()
         self.registry = MailboxRegistry(log_, cfg.mq9_default_ttl_s, cfg.mq9_max_ttl_s)
-        self.delivery = Delivery(log_, self.registry, self.stats)
-        self.public = PublicList(self.registry)
         self.upstream = Upstream(log_, self.registry)
-        self.delivery.priority_index = self.upstream.index  # replays read each priority's range only
+        # replays read each priority's range only, from upstream's per-mailbox priority index
+        self.delivery = Delivery(log_, self.registry, self.stats, self.upstream.index)
+        self.public = PublicList(self.registry)
         # upstream's mq9-delay: pushed to §4 subscribers and queue groups when due, restarts included
         self.delayed = DelayedPush(log_, self.registry, self.delivery.has_targets, self._push_due)
         self.agents = AgentRegistry(log_, self.registry)  # upstream's AGENT.* registry and search
