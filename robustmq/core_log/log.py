@@ -214,8 +214,8 @@ class SegmentLog:
         # the log's state, one key (N): the next sid, the smallest per-stream age limit ever set, and
         # whether the time index (T keys) covers the segments of every stream whose age limit is > 0
         raw = store.get(k.K_NEXT_SID)
-        self._next_sid = int.from_bytes(raw[:4], "big") if raw else self._max_sid_on_disk() + 1
         self._sid_dirty = False  # the N key is to be written
+        self._next_sid = int.from_bytes(raw[:4], "big") if raw else self._max_sid_on_disk() + 1
         self._min_custom_age_ms = int.from_bytes(raw[4:12], "big") if raw and len(raw) >= 13 else 0
         self._index_complete = bool(raw and len(raw) >= 13 and raw[12])
         # when the default age limit is turned on over data written without it, the retention passes
@@ -230,6 +230,18 @@ class SegmentLog:
         elif self.retention_max_age_ms <= 0 and self._index_complete:
             self._index_complete = False  # new segments of default streams go unindexed from now on
             self._sid_dirty = True
+        if self._sid_dirty:
+            # written now, not left pending: a pending N key with no commit scheduled would hold
+            # every durability barrier (a PONG, an ack) until some later append happened to flush it
+            startup = store.new_batch()
+            startup.put(k.K_NEXT_SID, self._state_value())
+            store.write(startup)
+            self._sid_dirty = False
+
+    def _state_value(self) -> bytes:
+        """The N key's value: next sid, smallest per-stream age limit, time index complete."""
+        return self._next_sid.to_bytes(4, "big") + self._min_custom_age_ms.to_bytes(8, "big") + (
+            b"\x01" if self._index_complete else b"\x00")
 
     def _max_sid_on_disk(self) -> int:
         """Data written before the N key existed: one scan of the S keys, once (N is written next)."""
@@ -626,8 +638,7 @@ class SegmentLog:
             s.touched = c.seq
             c.streams.append((s, s.next_offset))
         if self._sid_dirty:
-            batch.put(k.K_NEXT_SID, self._next_sid.to_bytes(4, "big") + self._min_custom_age_ms.to_bytes(
-                8, "big") + (b"\x01" if self._index_complete else b"\x00"))
+            batch.put(k.K_NEXT_SID, self._state_value())
             self._sid_dirty = False
         self._pending_total = 0
         spare = self._spare

@@ -95,6 +95,32 @@ async def test_inbox_subjects_are_not_logged(fresh_server: RobustMQ) -> None:
     assert stream_payloads(fresh_server.data_dir, "kept") == [b"x"]
 
 
+async def test_a_flush_after_only_unlogged_publishes_is_answered_at_once(fresh_server: RobustMQ) -> None:
+    """A fresh server, a client whose publishes are all ephemeral (request/reply inboxes): nothing is
+    appended, so its PING barrier has nothing to wait for. (It used to wait for a commit that only
+    the next logged publish of any client would trigger: nats-py's flush() timed out.)"""
+    fresh_server.start()
+    nc = await nats.connect(fresh_server.nats_url)
+    try:
+        await nc.publish("_INBOX.only", b"x")
+        await nc.flush(timeout=2)
+        await nc.publish("_INBOX.only", b"y")
+        await nc.flush(timeout=2)
+    finally:
+        await nc.close()
+    # the raw protocol: PUB then PING in one write, and in two
+    reader, writer = await asyncio.open_connection("127.0.0.1", fresh_server.nats_port)
+    await reader.readline()  # INFO
+    writer.write(b'CONNECT {"verbose":false}\r\nPUB _INBOX.raw 1\r\nx\r\nPING\r\n')
+    assert await asyncio.wait_for(reader.readline(), 2) == b"PONG\r\n"
+    writer.write(b"PUB _INBOX.raw 1\r\nx\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"PING\r\n")
+    assert await asyncio.wait_for(reader.readline(), 2) == b"PONG\r\n"
+    writer.close()
+
+
 def disk_usage(path: str) -> int:
     """Bytes of every file under path (what `du` counts, near enough)."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
