@@ -102,3 +102,70 @@ def test_a_flooding_client_does_not_hold_the_loop(protocol: str) -> None:
         flooder.close()
     finally:
         srv.cleanup()
+
+
+def _mqtt_subscribe(s: socket.socket, filter_: bytes, qos: int) -> None:
+    body = b"\x00\x01" + struct.pack(">H", len(filter_)) + filter_ + bytes([qos])
+    s.sendall(bytes([0x82, len(body)]) + body)
+
+
+def test_a_wildcard_subscribe_over_many_retained_topics_does_not_hold_the_loop() -> None:
+    """A SUBSCRIBE to `#` over 100,000 retained topics: they go out a page per loop turn, so another
+    client's PINGREQ waits a small part of the burst (before, the loop framed them all in one go),
+    and every retained message still arrives, once, with RETAIN set."""
+    from robustmq.frontends.mqtt.codec import MqttParser
+    from robustmq.frontends.mqtt.packets import MQTT_311, Publish
+
+    n = 100_000
+    srv = RobustMQ(mqtt=True).start()
+    try:
+        pub = _mqtt_connect(srv.mqtt_port, b"retainer")
+        for i in range(0, n, 5000):
+            frames = []
+            for j in range(i, i + 5000):
+                topic = b"dev/%d/state" % j
+                body = struct.pack(">H", len(topic)) + topic + b"s%d" % j
+                frames.append(bytes([0x31, len(body)]) + body)  # QoS 0, RETAIN
+            pub.sendall(b"".join(frames))
+        pub.sendall(b"\xc0\x00")
+        _recv_until(pub, b"\xd0\x00")
+        observer = _mqtt_connect(srv.mqtt_port, b"observer")
+        sub = _mqtt_connect(srv.mqtt_port, b"wildcard")
+        waits: list[float] = []
+        done = threading.Event()
+
+        def observe() -> None:
+            while not done.is_set():
+                t = time.perf_counter()
+                observer.sendall(b"\xc0\x00")
+                _recv_until(observer, b"\xd0\x00")
+                waits.append(time.perf_counter() - t)
+                time.sleep(OBSERVE_EVERY_S)
+
+        th = threading.Thread(target=observe)
+        th.start()
+        parser = MqttParser(MQTT_311, server=False)
+        got: dict[str, bytes] = {}
+        dups = 0
+        t0 = time.perf_counter()
+        _mqtt_subscribe(sub, b"#", 0)
+        while len(got) < n and time.perf_counter() - t0 < 60:
+            chunk = sub.recv(1 << 16)
+            assert chunk, "the server closed the subscriber"
+            for ev in parser.feed(chunk):
+                if isinstance(ev, Publish):
+                    assert ev.retain
+                    dups += ev.topic in got
+                    got[ev.topic] = ev.payload
+        burst_s = time.perf_counter() - t0
+        done.set()
+        th.join(timeout=30)
+        assert not th.is_alive()
+        assert len(got) == n and dups == 0, (len(got), dups)
+        assert got["dev/77/state"] == b"s77"
+        assert len(waits) >= 3, waits
+        assert max(waits) < burst_s / 5, (max(waits), burst_s, len(waits))
+        for s in (pub, observer, sub):
+            s.close()
+    finally:
+        srv.cleanup()

@@ -470,10 +470,16 @@ class SegmentLog:
     def get_meta(self, namespace: str, key: str | bytes) -> bytes | None:
         return self.store.get(k.meta_key(namespace, key))
 
-    def scan_meta(self, namespace: str, prefix: str | bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Committed metadata of a namespace whose key starts with `prefix`: (key, value) in key order."""
+    def scan_meta(self, namespace: str, prefix: str | bytes = b"",
+                  after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Committed metadata of a namespace whose key starts with `prefix`: (key, value) in key
+        order; only keys greater than `after` when it is given (to go on from a page's last key)."""
         p = k.meta_key(namespace, b"")
-        for key, v in self.store.scan_prefix(k.meta_key(namespace, prefix)):
+        start = k.meta_key(namespace, prefix)
+        end = k.prefix_end(start)
+        if after is not None:
+            start = max(start, p + after + b"\x00")  # the smallest key after `after`
+        for key, v in self.store.scan(start, end):
             yield key[len(p):], v
 
     def _put(self, key: bytes, value: bytes) -> None:

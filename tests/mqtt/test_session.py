@@ -195,6 +195,32 @@ def test_retained_set_deliver_clear(srv: RobustMQ, version: int) -> None:
         pub.close()
 
 
+@pytest.mark.parametrize("clean", [True, False], ids=["clean", "persistent"])
+def test_many_retained_at_qos1_all_arrive_in_topic_order(srv: RobustMQ, clean: bool) -> None:
+    """3,500 retained topics under one filter, QoS 1: more than one page of the paged retained
+    burst and more than the inflight window, so pages wait for the client's PUBACKs (a queue
+    behind the window, or the persistent session's stored queue) and none is lost or repeated."""
+    root = uniq("many")
+    n = 3500
+    pub = Paho(srv.mqtt_port, V5, uniq("pub"))
+    try:
+        for i in range(n):
+            pub.c.publish(f"{root}/{i:05d}", b"v%d" % i, 1, retain=True)
+        pub.publish(f"{root}/zzz", b"last", 1, retain=True)  # its PUBACK: every one before is stored
+    finally:
+        pub.close()
+    sub = Paho(srv.mqtt_port, V5, uniq("sub"), clean=clean, session_expiry=None if clean else 60)
+    try:
+        sub.subscribe(f"{root}/#", 1)
+        got = [sub.next(10) for _ in range(n + 1)]
+        assert [m.topic for m in got] == [f"{root}/{i:05d}" for i in range(n)] + [f"{root}/zzz"]
+        assert all(m.retain and m.qos == 1 for m in got)
+        assert got[1234].payload == b"v1234"
+        assert sub.nothing(0.3)
+    finally:
+        sub.close()
+
+
 def test_retained_survives_restart(fresh_server: RobustMQ) -> None:
     s = RobustMQ(data_dir=fresh_server.data_dir, mqtt=True).start()
     try:

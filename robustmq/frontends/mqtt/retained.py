@@ -92,14 +92,38 @@ class RetainedStore:
 
     def matching(self, filter_: str) -> Iterator[tuple[str, RetainedMessage]]:
         """The retained messages a (non-shared, valid) filter matches, in topic order."""
+        after: bytes | None = None
+        while True:
+            page, after = self.page(filter_, after, 4096)
+            yield from page
+            if after is None:
+                return
+
+    def page(self, filter_: str, after: bytes | None, limit: int
+             ) -> tuple[list[tuple[str, RetainedMessage]], bytes | None]:
+        """The next retained messages a (non-shared, valid) filter matches, in topic order: those
+        stored under topics after `after` (None: from the start), at most `limit` topics scanned.
+        Returns them and where the next page starts, or None when this was the last page (which
+        adds the changes of batches still being written: the store does not show those yet).
+
+        Each page reads the store afresh, so a subscriber served page by page across loop turns
+        (a wildcard over a million retained topics) gets each topic's value as of its page: a
+        retained message replaced meanwhile arrives as its newer value, never as the older one
+        after the newer was delivered live."""
+        unwritten = self._unwritten
+        out: list[tuple[str, RetainedMessage]] = []
         if "+" not in filter_ and "#" not in filter_:
             msg = self.get(filter_)
             if msg is not None:
-                yield filter_, msg
-            return
+                out.append((filter_, msg))
+            return out, None
         prefix = literal_prefix(filter_)
-        unwritten = self._unwritten
-        for key, value in self.log.scan_meta(META_NAMESPACE, prefix):
+        scanned = 0
+        for key, value in self.log.scan_meta(META_NAMESPACE, prefix, after):
+            if scanned >= limit:
+                return out, after
+            scanned += 1
+            after = key
             try:
                 topic = key.decode()
             except UnicodeDecodeError:
@@ -108,8 +132,8 @@ class RetainedStore:
                 continue
             msg = _decode(value)
             if msg is not None:
-                yield topic, msg
-        # set or cleared in a batch still being written: the store does not show it yet
+                out.append((topic, msg))
         for topic, (_, pending) in list(unwritten.items()):
             if pending is not None and topic.startswith(prefix) and topic_matches(filter_, topic):
-                yield topic, pending
+                out.append((topic, pending))
+        return out, None

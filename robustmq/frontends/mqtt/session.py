@@ -85,6 +85,13 @@ CONNECT_TIMEOUT_S = 10.0  # an accepted socket that sends no CONNECT in this tim
 # a message that did not come from MQTT (NATS, mq9) has no QoS of its own: it is in the log, so it is
 # delivered at least once to a subscriber that asked for QoS 1 or 2
 FOREIGN_QOS = 1
+# retained messages a wildcard SUBSCRIBE matches go out a page per loop turn, and wait while the
+# client is behind (its socket backlog over RETAINED_PAUSE_BYTES, or publishes queued behind its
+# inflight window): a filter matching a million retained topics neither stalls other clients nor
+# piles up the client's backlog until it is cut as a slow consumer
+RETAINED_PAGE = 1000
+RETAINED_PAUSE_BYTES = 256 * 1024
+RETAINED_WAIT_S = 0.01
 ROUTE_CACHE_SIZE = 1024  # topic -> subject mappings kept per connection (devices repeat their topics)
 _PUBACK = b"\x40\x02"  # a PUBACK's fixed header; the packet id follows
 ASSIGNED_ID_PREFIX = "auto-"
@@ -516,17 +523,35 @@ class MqttSession(ReadTurns, BufferedConnection):
     def _on_subscribe(self, ev: Subscribe) -> None:
         sub_id = ev.properties.subscription_ids[0] if ev.properties.subscription_ids else None
         codes: list[int] = []
-        retained: list[tuple[MqttSubscription, str, bytes, int, Headers | None]] = []
+        retained: list[tuple[MqttSubscription, str]] = []
         for req in ev.subscriptions:
             codes.append(self._add_subscription(req, sub_id, retained))
         self.send(SubAck(ev.packet_id, tuple(codes)))
-        for sub, topic, payload, qos, headers in retained:
-            props = self._props(headers, None, sub)
-            if not self.closed and props is not None:
-                self._send_publish(topic, payload, min(qos, sub.qos), True, props)
+        for sub, inner in retained:  # after the SUBACK (spec 3.8.4), the first page at once
+            self._send_retained(sub, inner, None)
+
+    def _send_retained(self, sub: MqttSubscription, inner: str, after: bytes | None) -> None:
+        """One page of the retained messages filter `inner` matches; the next page goes in a later
+        loop turn, once the client has taken what it was sent."""
+        if self.closed or self.subs.get(sub.sid) is not sub:
+            return  # gone, or the filter was unsubscribed or replaced meanwhile
+        t = self.transport
+        if after is not None and (self._queue or (self.state is not None and self.state.pending) or (
+                t is not None and t.get_write_buffer_size() > RETAINED_PAUSE_BYTES)):
+            self._loop.call_later(RETAINED_WAIT_S, self._send_retained, sub, inner, after)
+            return
+        page, after = self.server.retained.page(inner, after, RETAINED_PAGE)
+        for topic, msg in page:
+            props = self._props(msg.headers, None, sub)
+            if props is not None:
+                self._send_publish(topic, msg.payload, min(msg.qos, sub.qos), True, props)
+                if self.closed:
+                    return
+        if after is not None:
+            self._loop.call_soon(self._send_retained, sub, inner, after)
 
     def _add_subscription(self, req: SubRequest, sub_id: int | None,
-                          retained: list[tuple[MqttSubscription, str, bytes, int, Headers | None]]) -> int:
+                          retained: list[tuple[MqttSubscription, str]]) -> int:
         f = req.filter
         group: str | None = None
         inner = f
@@ -561,8 +586,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             self.state.save()
         # shared subscriptions get no retained messages (spec 4.8.2)
         if group is None and (req.retain_handling == 0 or (req.retain_handling == 1 and not existed)):
-            for topic, msg in self.server.retained.matching(inner):
-                retained.append((subs[0], topic, msg.payload, msg.qos, msg.headers))
+            retained.append((subs[0], inner))
         return subs[0].qos
 
     def _drop_filter(self, f: str) -> bool:
