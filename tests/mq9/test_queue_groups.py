@@ -170,3 +170,53 @@ async def test_plain_subscribers_and_group_members_mixed(server) -> None:
     for c in conns:
         await c.close()
     await nc.close()
+
+
+async def test_a_member_on_one_priority_gets_its_stored_messages_when_others_are_stored(server) -> None:
+    """Members that take only some priorities: each priority's stored messages go to a member that
+    takes it, whatever is stored at the other priorities (the replay went through the priorities in
+    order and stopped at the first one no member took, so normal-only members got nothing)."""
+    nc = await connect(server.nats_url)
+    mb = await create(nc, ttl=60)
+    crit = await send(nc, mb, b"c", "critical")
+    norm = await send(nc, mb, b"n", None)
+    urg = await send(nc, mb, b"u", "urgent")
+    w1, w2 = await connect(server.nats_url), await connect(server.nats_url)
+    normal_only = await subscribe(w1, msg_subject(mb), queue="workers")
+    urgent_only = await subscribe(w2, msg_subject(mb, "urgent"), queue="urgent-workers")
+    await normal_only.wait_for(1)
+    await urgent_only.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert normal_only.ids == [norm]
+    assert urgent_only.ids == [urg]
+    # critical and urgent are still group "workers"' to hand out: a member taking every level gets
+    # them, in priority order (urgent went to the other group only)
+    w3 = await connect(server.nats_url)
+    every = await subscribe(w3, msg_subject(mb, "*"), queue="workers")
+    await every.wait_for(2)
+    await asyncio.sleep(0.3)
+    assert every.ids == [crit, urg]
+    for c in (nc, w1, w2, w3):
+        await c.close()
+
+
+async def test_a_member_joining_a_live_group_gets_what_the_group_left_undelivered(server) -> None:
+    """A group whose only member takes critical: a normal message waits. A second member that takes
+    every level joins the same group later and gets it (only the first member's join used to
+    replay)."""
+    nc = await connect(server.nats_url)
+    mb = await create(nc, ttl=60)
+    a_conn, b_conn = await connect(server.nats_url), await connect(server.nats_url)
+    a = await subscribe(a_conn, msg_subject(mb, "critical"), queue="q")
+    await barrier(a_conn)
+    norm = await send(nc, mb, b"normal-task", None)
+    await asyncio.sleep(0.2)
+    assert a.ids == []
+    b = await subscribe(b_conn, msg_subject(mb, "*"), queue="q")
+    await b.wait_for(1)
+    crit = await send(nc, mb, b"alarm", "critical")
+    await asyncio.sleep(0.3)
+    assert b.ids[0] == norm
+    assert sorted(a.ids + b.ids[1:]) == [crit]  # and each message once, to one member
+    for c in (nc, a_conn, b_conn):
+        await c.close()

@@ -537,3 +537,58 @@ async def test_send_reply_error_for_expired_after_subscribe(server) -> None:
     await asyncio.sleep(1.5)
     assert_error(await request_json(nc, msg_subject(mid, "urgent"), b"y"), "does not exist", mid)
     await nc.close()
+
+
+async def test_a_replay_of_big_messages_is_paced_by_bytes(server) -> None:
+    """80 messages of 1 MB (80 MB: under the default mailbox byte limit, over the default 64 MiB
+    per-connection outbound cap): the replay pauses by bytes as well as by count, so the
+    subscriber reads them all instead of being cut as a slow consumer."""
+    nc = await connect(server.nats_url)
+    mb = await create(nc, ttl=60)
+    big = b"b" * 1_000_000
+    for i in range(80):
+        await send(nc, mb, big[:-3] + b"%03d" % i)
+    reader = await connect(server.nats_url)
+    inbox = await subscribe(reader, msg_subject(mb, "*"))
+    await inbox.wait_for(80, timeout=60)
+    assert [m.data[-3:] for m in inbox.msgs] == [b"%03d" % i for i in range(80)]
+    assert not reader.nc.is_closed
+    await reader.close()
+    await nc.close()
+
+
+async def test_nothing_arrives_after_unsubscribe_even_mid_replay(server) -> None:
+    """Raw protocol: UNSUB while the replay of 20,000 messages is running, and `UNSUB <sid> 2`
+    before a replay: no MSG for that sid after the UNSUB's PONG, and at most 2 for the limit."""
+    nc = await connect(server.nats_url)
+    mb = await create(nc, ttl=60)
+    for i in range(0, 20_000, 1000):
+        await asyncio.gather(*(nc.nc.publish(msg_subject(mb), b"m%d" % j) for j in range(i, i + 1000)))
+    await barrier(nc)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.nats_port)
+    await reader.readline()
+    subject = msg_subject(mb, "*").encode()
+    writer.write(b'CONNECT {"verbose":false}\r\nSUB %s 1\r\nPING\r\n' % subject)
+    buf = b""
+    while buf.count(b"MSG ") < 100:  # the replay is under way
+        buf += await asyncio.wait_for(reader.read(1 << 16), 10)
+    writer.write(b"UNSUB 1\r\nPING\r\n")
+    while b"PONG\r\n" not in buf[buf.index(b"PONG\r\n") + 6:]:
+        buf += await asyncio.wait_for(reader.read(1 << 16), 10)
+    after = buf[buf.rindex(b"PONG\r\n"):]
+    for _ in range(5):
+        try:
+            after += await asyncio.wait_for(reader.read(1 << 16), 0.2)
+        except TimeoutError:
+            break
+    assert b"MSG " not in after, after[:200]
+    writer.write(b"SUB %s 7\r\nUNSUB 7 2\r\nPING\r\n" % subject)
+    got = b""
+    while True:
+        try:
+            got += await asyncio.wait_for(reader.read(1 << 16), 0.5)
+        except TimeoutError:
+            break
+    assert got.count(b"MSG ") == 2, got.count(b"MSG ")
+    writer.close()
+    await nc.close()

@@ -48,7 +48,8 @@ from robustmq.frontends.mq9.subjects import ALL_MASK
 if TYPE_CHECKING:
     from robustmq.frontends.mq9.upstream import PriorityIndex
 
-REPLAY_CHUNK = 512
+REPLAY_CHUNK = 512  # messages between two pauses of a replay (fewer when they are big)
+REPLAY_CHUNK_BYTES = 1 << 20  # payload bytes between two pauses: big messages never pile up
 REPLAY_HIGH_WATER = 8 << 20  # pause a replay while the subscriber has this much unsent
 
 GROUP_OWED_NS = "mq9.gowed"  # per queue group: delayed offsets its cursors passed while hidden
@@ -63,12 +64,14 @@ _NO_PROGRESS = [-1] * len(PRIORITIES)
 class Target:
     """A delivery target on one mailbox: one plain subscription, or one queue group."""
 
-    __slots__ = ("backlog", "mail_id", "mask", "replaying", "task")
+    __slots__ = ("again", "backlog", "gone", "mail_id", "mask", "replaying", "task")
 
     def __init__(self, mail_id: str, mask: int) -> None:
         self.mail_id = mail_id
         self.mask = mask
         self.replaying = False
+        self.gone = False  # unsubscribed (or the group's last member left): deliver nothing more
+        self.again = False  # a group: a member joined during its replay, so replay once more
         self.backlog: list[tuple[Mailbox, int, Record]] = []
         self.task: asyncio.Task[None] | None = None
 
@@ -131,6 +134,7 @@ class Delivery:
 
     def remove(self, t: SubTarget) -> None:
         sub = t.sub
+        t.gone = True
         if sub.queue:
             g = self.groups.get((t.mail_id, sub.queue))
             if g is None:
@@ -140,6 +144,7 @@ class Delivery:
             except ValueError:
                 pass
             if not g.members:
+                g.gone = True
                 if g.task:
                     g.task.cancel()
                 self.persist_groups()
@@ -233,7 +238,7 @@ class Delivery:
         if off <= g.cursors[p] and not (owed and off in owed):
             return True
         bit = 1 << p
-        members = [m for m in g.members if m.mask & bit and not m.sub.conn.closed]
+        members = [m for m in g.members if m.mask & bit and not m.gone and not m.sub.conn.closed]
         if not members:
             return False
         m = members[random.randrange(len(members))] if len(members) > 1 else members[0]
@@ -292,12 +297,15 @@ class Delivery:
     async def _replay(self, t: SubTarget | Group, mb: Mailbox, stream: Stream, end: int) -> None:
         try:
             n = 0
+            nbytes = 0
             # a pass per priority, each only up to that priority's last message (none: no pass)
             last = (await self.priority_index(mb, stream)).last
             for p in range(len(PRIORITIES)):
                 if not t.mask & (1 << p):
                     continue
                 if isinstance(t, Group):
+                    if not any(m.mask & (1 << p) for m in t.members):
+                        continue  # no member takes this priority: its messages wait for one
                     # delayed messages its cursor passed while they were hidden, due since then
                     for off in sorted(o for o, q in t.owed.items() if q == p and o <= t.cursors[p]):
                         found = next(iter(self.log.read(stream, off, off + 1)), None)
@@ -312,7 +320,7 @@ class Delivery:
                             self._dirty_groups.add(t)
                             continue
                         if not self._to_group(t, mb, off, found[1]):
-                            return
+                            break  # no member left for this priority
                         n += 1
                     start = t.cursors[p] + 1
                 else:
@@ -333,13 +341,15 @@ class Delivery:
                             continue  # came due after the subscribe: pushed, not replayed
                     if isinstance(t, Group):
                         if not self._to_group(t, mb, off, rec):
-                            return  # nobody left in the group: the rest waits for it
+                            break  # no member left for this priority: the rest waits for one
                     else:
-                        if t.sub.conn.closed:
+                        if t.gone or t.sub.conn.closed:
                             return
                         self._to_sub(t, mb, off, rec)
                     n += 1
-                    if n % REPLAY_CHUNK == 0:
+                    nbytes += len(rec.payload)
+                    if n % REPLAY_CHUNK == 0 or nbytes >= REPLAY_CHUNK_BYTES:
+                        nbytes = 0
                         self.persist_groups()
                         if not await self._pace(t):
                             return
@@ -351,15 +361,21 @@ class Delivery:
             t.replaying = False
             t.task = None
             backlog, t.backlog = t.backlog, []
-            for bmb, off, rec in backlog:
-                if isinstance(t, Group):
-                    self._to_group(t, bmb, off, rec)
-                elif not t.sub.conn.closed:
-                    self._to_sub(t, bmb, off, rec)
+            if not t.gone:
+                for bmb, off, rec in backlog:
+                    if isinstance(t, Group):
+                        self._to_group(t, bmb, off, rec)
+                    elif not t.sub.conn.closed:
+                        self._to_sub(t, bmb, off, rec)
+                if t.again:
+                    t.again = False
+                    self._start_replay(t)
 
     async def _pace(self, t: SubTarget | Group) -> bool:
         """Yield to the loop; wait while the subscriber(s) have a large unsent backlog."""
         await asyncio.sleep(0)
+        if t.gone:
+            return False
         conns = [m.sub.conn for m in t.members] if isinstance(t, Group) else [t.sub.conn]
         for _ in range(5000):  # bounded: about 10 s
             live = [c for c in conns if not c.closed]
@@ -385,7 +401,13 @@ class Delivery:
             g.members.append(t)
             self._start_replay(g)
         else:
+            # a new member may take priorities no member took: what the group left undelivered is
+            # its now (a replay from the group's cursors; what was handed out is not read again)
             g.members.append(t)
+            if g.replaying:
+                g.again = True
+            else:
+                self._start_replay(g)
 
 
 def _group_key(mail_id: str, queue: str) -> str:
