@@ -429,8 +429,10 @@ class NatsSession(ReadTurns, BufferedConnection):
         if sub is None or self.subs.get(sub.sid) is not sub or not (
                 sub.subject == subject or sub.subject == parent + ".*" or
                 subject_matches(sub.subject, subject)):
-            sub = next((s for s in self.subs.values() if not s.queue and subject_matches(s.subject, subject)),
-                       None)
+            # the most specific one: a client's request inbox (`_INBOX.<id>.*`), not a `>` it also
+            # holds for logging or debugging (the first match would send the reply there instead)
+            sub = max((s for s in self.subs.values() if not s.queue and subject_matches(s.subject, subject)),
+                      key=lambda s: _specificity(s.subject, subject), default=None)
             if sub is None:
                 return None
             if len(self._reply_subs) >= 64:
@@ -572,3 +574,10 @@ class NatsSession(ReadTurns, BufferedConnection):
 
 def _valid_queue(q: str) -> bool:
     return bool(q) and not any(c in q for c in " \t\r\n")
+
+
+def _specificity(filter_: str, subject: str) -> tuple[bool, int, bool]:
+    """How closely a matching filter names `subject`: the subject itself, then more literal tokens,
+    then `*` before `>`."""
+    tokens = filter_.split(".")
+    return filter_ == subject, sum(t not in ("*", ">") for t in tokens), tokens[-1] != ">"
