@@ -81,6 +81,33 @@ async def test_reply_goes_only_to_the_requesting_connection(server) -> None:
     await other.close()
 
 
+async def test_a_requester_that_also_holds_a_broad_subscription_gets_its_replies(server) -> None:
+    """An agent with a `>` (or `_INBOX.>`) subscription on the same connection, for logging: its mq9
+    requests are answered on the request's own inbox (the broad one was picked before, and every
+    request timed out)."""
+    for broad in (">", "_INBOX.>"):
+        agent = await connect(server.nats_url)
+        seen = await agent.subscribe(broad)
+        await agent.flush()
+        mid = await create(agent)
+        assert mid.startswith("mail-")
+        assert await send(agent, mid, b"x") == 0
+        assert_ok(await request_json(agent, list_subject(mid)))
+        del seen
+        await agent.close()
+
+
+async def test_a_public_create_of_a_name_taken_by_a_named_create_is_an_error(server) -> None:
+    """Upstream's named create makes a mailbox that is not on PUBLIC.LIST; a §4 public create of
+    the same name must not answer `is_new: false` as if it were public and discoverable."""
+    nc = await connect(server.nats_url)
+    name = unique_name("named.only")
+    reply = await request_json(nc, CREATE, {"name": name, "ttl": 60})
+    assert reply.get("error") == "" and reply["mail_address"] == name
+    assert_error(await request_json(nc, CREATE, {"public": True, "name": name, "ttl": 60}), "not public")
+    await nc.close()
+
+
 async def test_publisher_cannot_forge_broker_headers(server) -> None:
     nc = await connect(server.nats_url)
     mid = await create(nc)

@@ -155,6 +155,8 @@ class MailboxRegistry:
             mail_id = validate_public_name(req.name)
             existing = self.get(mail_id, now)
             if existing is not None:
+                if not existing.public:  # made by upstream's named create: not on PUBLIC.LIST
+                    raise Mq9Error(f"mailbox {mail_id} already exists and is not public")
                 return existing, False
         elif req.name is not None and req.public is msgspec.UNSET:
             # upstream's create: the name is the address, and an existing one is an error
