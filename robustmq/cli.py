@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
+import os
+import re
+import socket
 import sys
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import msgspec
 import typer
@@ -41,13 +45,71 @@ def serve(config: str | None = None, **settings: Any) -> None:
         settings["ephemeral_subjects"] = [p for p in raw.split(",") if p]
     try:
         cfg = load_config(config, settings)
+        _check_data_dir(cfg.data_dir)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _exit_error(str(exc))
     _setup_logging(cfg.log_level)
     from robustmq.server import run
 
-    run(cfg)
+    try:
+        run(cfg)
+    except Exception as exc:
+        message = startup_error(exc, cfg)
+        if message is None:
+            raise  # not an operator mistake: a bug, keep its traceback
+        _exit_error(message)
+
+
+EXIT_USAGE = 2  # bad settings, or an environment the server cannot start in
+
+
+def _exit_error(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _check_data_dir(path: str) -> None:
+    """Create the data directory now, so that a bad path is one clear line, not a RocksDB traceback."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"data directory {path} exists and is not a directory (--data-dir)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create data directory {path}: {exc.strerror or exc} "
+                          "(choose another --data-dir)") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"data directory {path} is not writable (--data-dir)")
+
+
+_BIND_ADDRESS = re.compile(r"address \('([^']*)', (\d+)")  # asyncio/uvloop's "error while attempting to bind"
+LISTENERS = ("nats_port", "mqtt_port", "kafka_port", "http_port")
+
+
+def startup_error(exc: BaseException, cfg: Config) -> str | None:
+    """One line for the failures an operator causes and can fix at start-up; None for anything else."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve --host {cfg.host!r}: {exc.strerror or exc} (use an address of this machine)"
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        m = _BIND_ADDRESS.search(str(exc))
+        if m is None:
+            return None
+        host, port = m.group(1), int(m.group(2))
+        flags = [f"--{n.replace('_', '-')}" for n in LISTENERS if getattr(cfg, n) == port]
+        what = f"{host}:{port}" + (f" ({' / '.join(flags)})" if flags else "")
+        if exc.errno == errno.EADDRINUSE:
+            return (f"cannot listen on {what}: the address is already in use by another process; "
+                    "stop it or choose another port (0 disables a listener)")
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"cannot listen on {what}: --host {host} is not an address of this machine"
+        return f"cannot listen on {what}: permission denied (ports below 1024 need privileges)"
+    # rocksdict raises plain Exceptions carrying RocksDB's status text
+    text = str(exc)
+    if type(exc) is Exception and text.startswith("IO error:"):
+        if "lock" in text.lower():
+            return (f"data directory {cfg.data_dir} is in use by another robustmq process; stop it "
+                    "or choose another --data-dir")
+        return f"cannot open data directory {cfg.data_dir}: {text}"
+    return None
 
 
 def _serve_signature() -> inspect.Signature:

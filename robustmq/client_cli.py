@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import typer
 
@@ -513,9 +514,60 @@ def _varz_url(http: str) -> str:
     return base if base.rstrip("/").endswith("/varz") else base.rstrip("/") + "/varz"
 
 
-def _fetch_varz(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
-        body = resp.read()
+class VarzRequest:
+    """GET <--http>/varz: the URL without credentials, the URL to show (password redacted), and the
+    Authorization header. Credentials come from the --http URL, else from the --server NATS URL
+    (`user:pass@` -> HTTP Basic, `token@` -> Bearer), as the monitoring port takes the client's."""
+
+    def __init__(self, http: str, server: str) -> None:
+        url = _varz_url(http)
+        self.shown = _redact(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises ValueError when out of range or not a number
+        except ValueError as exc:
+            raise CliError(f"invalid --http URL {self.shown}: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CliError(f"invalid --http URL {self.shown}: want http://host:port")
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        self.url = urlunsplit(parts._replace(netloc=host if port is None else f"{host}:{port}"))
+        self.authorization = _authorization(parts) or _authorization(_split_server(server))
+
+
+def _split_server(server: str) -> SplitResult | None:
+    try:
+        return urlsplit(server if "://" in server else "nats://" + server)
+    except ValueError:
+        return None
+
+
+def _authorization(parts: SplitResult | None) -> str | None:
+    if parts is None or (not parts.username and parts.password is None):
+        return None
+    user = unquote(parts.username or "")
+    if parts.password is None:  # nats://TOKEN@host
+        return f"Bearer {user}"
+    cred = f"{user}:{unquote(parts.password)}".encode()
+    return "Basic " + base64.b64encode(cred).decode()
+
+
+def _fetch_varz(req: VarzRequest) -> dict[str, Any]:
+    headers = {"Authorization": req.authorization} if req.authorization else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(req.url, headers=headers),
+                                    timeout=HTTP_TIMEOUT_S) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            how = ("the credentials given were refused" if req.authorization else
+                   "give them in --server (nats://user:pass@host:port or nats://token@host:port)")
+            raise CliError(f"{req.shown} requires the server's client credentials: {how}") from None
+        raise
+    except http.client.HTTPException as exc:  # something answered, but not HTTP
+        got = _describe(exc)
+        got = got if len(got) <= 60 else got[:60] + "…"
+        raise CliError(f"{req.shown} did not answer HTTP ({got}); --http must point at "
+                       "the monitoring port (--http-port, 8222 by default)") from None
     varz = json.loads(body)
     if not isinstance(varz, dict):
         raise ValueError("/varz did not return a JSON object")
@@ -558,15 +610,21 @@ def status(
     server: str = _server_opt(),
     as_json: bool = _json_opt(),
 ) -> None:
-    """Show server status from HTTP /varz; falls back to the NATS INFO if HTTP is unreachable."""
-    url = _varz_url(http)
+    """Show server status from HTTP /varz; falls back to the NATS INFO if HTTP is unreachable.
+
+    The HTTP request carries the credentials of --server (or of the --http URL) when it has any.
+    """
     try:
-        summary = _varz_summary(_fetch_varz(url))
+        req = VarzRequest(http, server)
+        summary = _varz_summary(_fetch_varz(req))
+    except CliError as exc:
+        _fail(str(exc), as_json)
     except (OSError, ValueError, urllib.error.URLError) as exc:
         reason = _describe(getattr(exc, "reason", None) or exc) if isinstance(
             exc, urllib.error.URLError) else _describe(exc)
-        _run(_status_from_nats(server, url, reason, as_json), as_json)
+        _run(_status_from_nats(server, req.shown, reason, as_json), as_json)
         return
+    url = req.shown
     if as_json:
         typer.echo(json.dumps({"source": "http", "url": url, **summary}, ensure_ascii=False))
         return

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
+
+from robustmq.routing.subjects import valid_subscribe_subject
 
 Durability = Literal["wal", "fsync"]
 
@@ -53,7 +55,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mq9_max_bytes: int = 256 << 20
     mq9_sweep_interval_s: float = 0.5
 
-    log_level: str = "info"
+    log_level: str = "info"  # one of LOG_LEVELS, any case
 
 
 ENV_PREFIX = "ROBUSTMQ_"
@@ -82,15 +84,15 @@ HELP: dict[str, str] = {
     "ping_interval_s": "Seconds between server PINGs",
     "max_pings_out": "Unanswered PINGs before 'Stale Connection'",
     "auth_timeout_s": "Seconds a client has to send CONNECT when auth is required",
-    "user": "Require this user (with --password); also guards monitoring",
-    "password": "Password for --user",
-    "token": "Require this auth token; also guards monitoring",
+    "user": "Require this user (with --password; none given = an empty password); also guards monitoring",
+    "password": "Password for --user (refused without --user)",
+    "token": "Require this auth token (not with --user/--password); also guards monitoring",
     "mq9_default_ttl_s": "mq9 mailbox TTL when a CREATE omits it, seconds",
     "mq9_max_ttl_s": "Largest mq9 mailbox TTL accepted, seconds",
     "mq9_max_messages": "Messages a mailbox holds before it refuses more",
     "mq9_max_bytes": "Bytes a mailbox holds before it refuses more",
     "mq9_sweep_interval_s": "Seconds between mq9 expiry sweeps",
-    "log_level": "debug, info, warning or error",
+    "log_level": "debug, info, warning or error (any case)",
 }
 
 # shorter flags kept from earlier versions, beside the generated --<name> ones
@@ -104,6 +106,93 @@ FLAG_ALIASES: dict[str, str] = {
 
 class ConfigError(ValueError):
     pass
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_SECONDS = 100 * 365 * 24 * 3600  # any duration or TTL; finite, so inf/nan and timer overflows are refused
+
+
+class Bound(NamedTuple):
+    """The values a numeric setting accepts: low (or above, when low_open)..high."""
+
+    low: float
+    high: float
+    low_open: bool
+    text: str
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high  # NaN fails both
+
+
+_PORT = Bound(0, 65535, False, "a port number 0..65535 (0 disables the listener)")
+_SIZE = Bound(1, 2**63 - 1, False, "at least 1")
+_LIMIT_OR_ZERO = Bound(0, 2**63 - 1, False, "0 or more")
+_INTERVAL = Bound(0, MAX_SECONDS, True, f"more than 0 and at most {MAX_SECONDS} seconds")
+_AGE_OR_ZERO = Bound(0, MAX_SECONDS, False, f"0..{MAX_SECONDS} seconds")
+
+# Every numeric setting's accepted range; a test checks none is missing.
+BOUNDS: dict[str, Bound] = {
+    "nats_port": _PORT,
+    "mqtt_port": _PORT,
+    "kafka_port": _PORT,
+    "http_port": _PORT,
+    "max_pending_total": _SIZE,
+    "segment_max_records": _SIZE,
+    "segment_max_age_s": _INTERVAL,
+    "retention_max_age_s": _AGE_OR_ZERO,
+    "retention_max_bytes": _LIMIT_OR_ZERO,
+    "retention_check_interval_s": _INTERVAL,
+    "max_payload": _SIZE,
+    "max_control_line": _SIZE,
+    "max_pending": _SIZE,
+    "ping_interval_s": _INTERVAL,
+    "max_pings_out": _SIZE,
+    "auth_timeout_s": _INTERVAL,
+    "mq9_default_ttl_s": _AGE_OR_ZERO,
+    "mq9_max_ttl_s": _AGE_OR_ZERO,
+    "mq9_max_messages": _SIZE,
+    "mq9_max_bytes": _SIZE,
+    "mq9_sweep_interval_s": _INTERVAL,
+}
+
+
+def flag_of(name: str) -> str:
+    """How a person names a setting in an error: its flag and its key (the env var is the key upper-cased)."""
+    return f"--{name.replace('_', '-')} ({name})"
+
+
+def _check(cfg: Config) -> None:
+    """Ranges and combinations msgspec's types cannot say; raises ConfigError naming the setting."""
+    for name, bound in BOUNDS.items():
+        value = getattr(cfg, name)
+        if not bound.admits(value):
+            raise ConfigError(f"{flag_of(name)} must be {bound.text}; got {value}")
+    level = cfg.log_level.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{flag_of('log_level')} must be one of {', '.join(LOG_LEVELS)}; "
+                          f"got {cfg.log_level!r}")
+    cfg.log_level = level
+    if cfg.server_name and any(c.isspace() for c in cfg.server_name):
+        raise ConfigError(f"{flag_of('server_name')} must not contain spaces; got {cfg.server_name!r}")
+    if not cfg.data_dir:
+        raise ConfigError(f"{flag_of('data_dir')} must not be empty")
+    for pattern in cfg.ephemeral_subjects:
+        if not valid_subscribe_subject(pattern):
+            raise ConfigError(f"{flag_of('ephemeral_subjects')}: {pattern!r} is not a subject pattern")
+    # authentication: exactly one way, never a half-configured one that silently means "no auth"
+    if cfg.password and not cfg.user:
+        raise ConfigError(f"{flag_of('password')} is set but {flag_of('user')} is not: a password "
+                          "needs a user (set --user too, or use --token alone)")
+    if cfg.token and (cfg.user or cfg.password):
+        raise ConfigError(f"{flag_of('token')} cannot be combined with --user/--password: "
+                          "choose one way for clients to authenticate")
+    if cfg.max_payload > cfg.max_pending:  # as nats-server: a message must fit a connection's buffer
+        raise ConfigError(f"{flag_of('max_payload')} ({cfg.max_payload}) cannot be higher than "
+                          f"{flag_of('max_pending')} ({cfg.max_pending})")
+    if cfg.mq9_default_ttl_s > cfg.mq9_max_ttl_s:
+        raise ConfigError(f"{flag_of('mq9_default_ttl_s')} ({cfg.mq9_default_ttl_s}) cannot be higher "
+                          f"than {flag_of('mq9_max_ttl_s')} ({cfg.mq9_max_ttl_s})")
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -175,12 +264,29 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {path} does not exist")
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
+        try:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         merged.update(_flatten(data, path))
     merged.update(_env_overrides(environ))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return msgspec.convert(merged, Config, strict=False)
+        cfg = msgspec.convert(merged, Config, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+        raise ConfigError(_describe(exc, merged)) from None
+    _check(cfg)
+    return cfg
+
+
+def _describe(exc: msgspec.ValidationError, merged: dict[str, Any]) -> str:
+    """msgspec's `Expected `int`, got `str` - at `$.nats_port`` as `--nats-port (nats_port): ...`."""
+    text = str(exc)
+    reason, sep, where = text.rpartition(" - at `$.")
+    name = where.rstrip("`").split(".", 1)[0].split("[", 1)[0] if sep else ""
+    if name not in SECTION_OF:
+        return f"invalid configuration: {text}"
+    return f"{flag_of(name)} has an invalid value {merged.get(name)!r}: {reason[:1].lower()}{reason[1:]}"

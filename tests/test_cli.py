@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -374,3 +375,125 @@ def test_every_setting_has_a_flag_and_the_flags_work(tmp_path: Any) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 2 and "durability" in out  # validated, with a clear error
+
+
+# ------------------------------------------------------------------------------ serve: start-up failures
+
+
+def _serve_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "robustmq", "serve", "--host", "127.0.0.1", "--mqtt-port", "0",
+            "--kafka-port", "0", "--http-port", "0", *args]
+
+
+def test_startup_failures_are_one_line_errors(tmp_path: Any) -> None:
+    """The mistakes an operator makes at start-up: one `error: ...` line naming the cause, exit 2,
+    never a traceback (they used to print a ~75-line rich traceback and exit 1)."""
+    from procs import RobustMQ
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    running = RobustMQ(data_dir=str(tmp_path / "locked")).start()
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("nats_port = \n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    dirs = iter(str(tmp_path / f"d{i}") for i in range(100))  # each its own: they run at once
+    cases = {
+        "port in use": (["--nats-port", str(busy), "--data-dir", next(dirs)],
+                        f"127.0.0.1:{busy} (--nats-port)", "already in use"),
+        "data dir in use": (["--nats-port", str(free_port()), "--data-dir", running.data_dir],
+                            f"data directory {running.data_dir} is in use by another robustmq", ""),
+        "invalid toml": (["--config", str(bad_toml), "--data-dir", next(dirs)], "not valid TOML", "line 1"),
+        "config is a directory": (["--config", str(tmp_path), "--data-dir", next(dirs)],
+                                  "cannot read config file", ""),
+        "data dir is a file": (["--nats-port", str(free_port()), "--data-dir", str(a_file)],
+                               "is not a directory", "--data-dir"),
+        "data dir cannot be made": (["--nats-port", str(free_port()), "--data-dir", "/proc/nope/data"],
+                                    "cannot create data directory /proc/nope/data", ""),
+        "bad host": (["--host", "no-such-host.invalid", "--nats-port", str(free_port()), "--data-dir", next(dirs)],
+                     "cannot resolve --host 'no-such-host.invalid'", ""),
+        "port out of range": (["--nats-port", "81414", "--data-dir", next(dirs)], "--nats-port", "0..65535"),
+        "negative port": (["--http-port", "-1", "--data-dir", next(dirs)], "--http-port", "0..65535"),
+        "zero interval": (["--ping-interval", "0", "--data-dir", next(dirs)], "--ping-interval-s", "more than 0"),
+        "unknown log level": (["--log-level", "verbose", "--data-dir", next(dirs)], "--log-level", "verbose"),
+    }
+    try:
+        procs = {name: subprocess.Popen(_serve_argv(*args), stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                 for name, (args, _, _) in cases.items()}
+        for name, proc in procs.items():
+            try:
+                out, err = proc.communicate(timeout=30)
+            finally:
+                proc.kill()
+            _, want, also = cases[name]
+            lines = [line for line in err.splitlines() if " INFO " not in line]
+            assert proc.returncode == 2, (name, proc.returncode, out, err)
+            assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+            assert want in lines[0] and also in lines[0], (name, lines[0])
+            assert "Traceback" not in err + out
+        assert running.proc is not None and running.proc.poll() is None  # untouched
+    finally:
+        holder.close()
+        running.cleanup()
+
+
+def test_password_without_user_refuses_to_start(tmp_path: Any) -> None:
+    """ROBUSTMQ_PASSWORD without a user used to start a server with no authentication at all."""
+    res = subprocess.run(_serve_argv("--nats-port", str(free_port()), "--data-dir", str(tmp_path / "d")),
+                         capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "ROBUSTMQ_PASSWORD": "s3cret"})
+    assert res.returncode == 2 and "--password" in res.stderr and "--user" in res.stderr, res.stderr
+    res = subprocess.run(_serve_argv("--token", "t", "--user", "u", "--data-dir", str(tmp_path / "d")),
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "--token" in res.stderr and "cannot be combined" in res.stderr
+
+
+# ------------------------------------------------------------------------------ status with auth
+
+
+def test_status_reads_varz_with_the_servers_credentials() -> None:
+    """`status` passes the --server URL's credentials to /varz (Basic user:pass, Bearer token) and
+    never prints a password."""
+    from procs import RobustMQ
+
+    for args, good, bad in (
+        (["--user", "alice", "--password", "s3cret"], "alice:s3cret@", "alice:wrong@"),
+        (["--token", "s3cret"], "s3cret@", "wrong@"),
+    ):
+        srv = RobustMQ(http=True, extra_args=args).start()
+        try:
+            http = f"http://127.0.0.1:{srv.http_port}"
+            nats_url = f"nats://{good}127.0.0.1:{srv.nats_port}"
+            (report,) = json_lines(cli("status", "--http", http, "--json", server=nats_url))
+            assert report["source"] == "http" and report["url"] == http + "/varz", report
+            assert report["server_id"], report
+            out = ok(cli("status", "--http", http, server=nats_url))
+            assert "connections:" in out and "s3cret" not in out, out
+            # credentials in the --http URL itself: used, and shown redacted
+            out = ok(cli("status", "--http", f"http://{good}127.0.0.1:{srv.http_port}",
+                         server=f"nats://127.0.0.1:{free_port()}"))
+            assert "s3cret" not in out and "***@127.0.0.1" in out and "connections:" in out, out
+            # wrong credentials: a clear error, not a fallback that hides why
+            res = cli("status", "--http", http, server=f"nats://{bad}127.0.0.1:{srv.nats_port}")
+            assert res.returncode == 1 and b"error: " in res.stderr and b"refused" in res.stderr, res
+            assert b"wrong" not in res.stderr and b"Traceback" not in res.stderr
+        finally:
+            srv.cleanup()
+
+
+def test_status_with_a_bad_http_url_is_a_clear_error(server: Any) -> None:
+    """--http at a non-HTTP port, or with a bad port, used to crash with a traceback."""
+    for http, words in ((f"http://127.0.0.1:{server.nats_port}", (b"did not answer HTTP", b"--http")),
+                        ("http://127.0.0.1:abc", (b"invalid --http URL",)),
+                        ("http://127.0.0.1:99999", (b"invalid --http URL", b"65535")),
+                        ("ftp://127.0.0.1:21", (b"invalid --http URL",))):
+        res = cli("status", "--http", http, server=server)
+        assert res.returncode == 1, (http, res)
+        assert res.stderr.startswith(b"error: ") and b"Traceback" not in res.stderr, (http, res.stderr)
+        for w in words:
+            assert w in res.stderr, (http, res.stderr)
+        res = cli("status", "--http", http, "--json", server=server)
+        assert res.returncode == 1 and "error" in json.loads(res.stdout), (http, res)

@@ -56,3 +56,89 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, words: tuple[str
         load_config(write(tmp_path, text), environ={})
     for w in words:
         assert w in str(err.value)
+
+
+# ------------------------------------------------------------------------------ validation (bad values)
+
+def test_every_numeric_setting_has_a_range() -> None:
+    import msgspec
+
+    from robustmq.config import BOUNDS
+
+    numeric = {f.name for f in fields() if isinstance(f.type, (msgspec.inspect.IntType, msgspec.inspect.FloatType))}
+    assert numeric == set(BOUNDS)
+
+
+@pytest.mark.parametrize("name,bad,good", [
+    ("nats_port", 81414, 65535), ("nats_port", -1, 0), ("mqtt_port", 65536, 1883),
+    ("kafka_port", 70000, 0), ("http_port", -5, 8222),
+    ("ping_interval_s", 0, 0.05), ("ping_interval_s", -1, 1), ("ping_interval_s", "nan", 1),
+    ("ping_interval_s", "inf", 1), ("retention_check_interval_s", 0, 0.5),
+    ("mq9_sweep_interval_s", 0, 0.01), ("segment_max_age_s", 0, 1), ("auth_timeout_s", 0, 0.1),
+    ("max_payload", 0, 1), ("max_payload", -5, 64), ("max_control_line", 0, 48),
+    ("max_pending", 0, 1 << 20), ("max_pending_total", -1, 1), ("segment_max_records", 0, 1),
+    ("max_pings_out", 0, 1), ("mq9_max_messages", 0, 1), ("mq9_max_bytes", 0, 1),
+    ("retention_max_age_s", -1, 0), ("retention_max_bytes", -1, 0),
+    ("mq9_default_ttl_s", -1, 0), ("mq9_max_ttl_s", -1, 3600),
+])
+def test_out_of_range_numbers_are_refused(name: str, bad: object, good: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {name: bad}, environ={})
+    flag = "--" + name.replace("_", "-")
+    assert flag in str(err.value) and name in str(err.value), err.value
+    # the same through the environment, as a string
+    with pytest.raises(ConfigError):
+        load_config(None, environ={"ROBUSTMQ_" + name.upper(): str(bad)})
+    assert getattr(load_config(None, {name: good}, environ={}), name) == float(good)
+
+
+def test_log_level_is_one_of_four_any_case() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"log_level": "verbose"}, environ={})
+    assert "--log-level" in str(err.value) and "debug, info, warning, error" in str(err.value)
+    assert load_config(None, environ={"ROBUSTMQ_LOG_LEVEL": "WARNING"}).log_level == "warning"
+
+
+def test_password_without_user_is_refused() -> None:
+    """A password alone used to switch authentication off silently (auth needs a user or a token)."""
+    for kw in ({"overrides": {"password": "s3cret"}, "environ": {}},
+               {"environ": {"ROBUSTMQ_PASSWORD": "s3cret"}}):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, **kw)
+        assert "--password" in str(err.value) and "--user" in str(err.value)
+
+
+def test_token_with_user_or_password_is_refused() -> None:
+    """A token silently won over --user/--password; now the mix is refused."""
+    for extra in ({"user": "u"}, {"user": "u", "password": "p"}):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, {"token": "t", **extra}, environ={})
+        assert "--token" in str(err.value) and "--user/--password" in str(err.value)
+    assert load_config(None, {"token": "t"}, environ={}).token == "t"
+    # a user with an empty password is allowed (clients present the user name and no password)
+    cfg = load_config(None, {"user": "u"}, environ={})
+    assert (cfg.user, cfg.password) == ("u", "")
+
+
+@pytest.mark.parametrize("overrides,words", [
+    ({"max_payload": 2 << 20, "max_pending": 1 << 20}, ("--max-payload", "--max-pending")),
+    ({"mq9_default_ttl_s": 200, "mq9_max_ttl_s": 100}, ("--mq9-default-ttl-s", "--mq9-max-ttl-s")),
+    ({"ephemeral_subjects": ["ok.>", "bad..subject"]}, ("--ephemeral-subjects", "bad..subject")),
+    ({"server_name": "two words"}, ("--server-name",)),
+    ({"data_dir": ""}, ("--data-dir",)),
+    ({"nats_port": "abc"}, ("--nats-port", "'abc'")),
+])
+def test_inconsistent_settings_are_refused(overrides: dict[str, object], words: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides, environ={})
+    for w in words:
+        assert w in str(err.value), err.value
+
+
+def test_unreadable_or_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "nats_port = \n"), environ={})
+    assert "not valid TOML" in str(err.value) and "line 1" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(str(tmp_path), environ={})  # a directory
+    assert "cannot read config file" in str(err.value)

@@ -626,6 +626,92 @@ async def test_idle_http_clients_do_not_lock_out_healthz(mon) -> None:
     await nc.close()
 
 
+async def test_malformed_requests_do_not_flood_the_log(mon) -> None:
+    """aiohttp logged every unparsable request at ERROR with a traceback: any remote client could
+    flood the server log. Each still gets its 400; the log stays quiet."""
+    before = mon.log_text()
+    bad = [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",  # header too long
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",  # request line too long
+        b"\x00\x01\x02garbage\r\n\r\n",
+        b"GET /varz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /varz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ]
+    for _ in range(4):
+        for data in bad:
+            assert (await http_raw(mon.http_port, data)).status == 400, data[:40]
+    assert (await get_json(mon.http_port, "/healthz")) == {"status": "ok"}
+    await asyncio.sleep(0.1)
+    added = mon.log_text()[len(before):]
+    assert "Traceback" not in added and "Error handling request" not in added, added[:2000]
+    assert "ERROR" not in added, added[:2000]
+
+
+async def _raw_subscriber(port: int, subjects: list[bytes]) -> asyncio.StreamWriter:
+    """One plain NATS connection holding `subjects` (one write, then a PING/PONG round trip)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert (await reader.readline()).startswith(b"INFO ")
+    writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+                 + b"".join(b"SUB %s %d\r\n" % (subj, i) for i, subj in enumerate(subjects))
+                 + b"PING\r\n")
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), HTTP_TIMEOUT)) == b"PONG\r\n"
+    return writer
+
+
+async def test_subscription_lists_are_capped(mon) -> None:
+    """/connz?subs= and /subsz?subs= used to list every subscription (100k subscriptions -> a 12 MB
+    reply and a 100 ms stall) and took any `limit`; every list is capped now, and says so."""
+    from robustmq.http.views import MAX_LIMIT, MAX_SUBS_LISTED, MAX_SUBS_LISTED_CHARS, MAX_SUBS_PER_CONN
+
+    await connections_settle(mon.http_port, 0)
+    writers = [await _raw_subscriber(mon.nats_port, [b"cap.a.%d" % i for i in range(5000)])]
+    try:
+        await connections_settle(mon.http_port, 1)
+        for mode, key in (("1", "subscriptions_list"), ("detail", "subscriptions_list_detail")):
+            connz = await get_json(mon.http_port, f"/connz?subs={mode}&limit=99999999999999999999")
+            assert connz["limit"] == MAX_LIMIT
+            (c,) = connz["connections"]
+            assert c["subscriptions"] == 5000 and len(c[key]) == MAX_SUBS_PER_CONN
+            assert c["subscriptions_list_truncated"] is True
+        subsz = await get_json(mon.http_port, "/subsz?subs=1&limit=1000000")
+        assert subsz["limit"] == MAX_LIMIT and len(subsz["subscriptions_list"]) == MAX_LIMIT
+        assert subsz["total"] == subsz["num_subscriptions"] == 5000
+        assert "subscriptions_list_truncated" not in subsz  # a full page, not a cut one: `total` says more
+        tail = await get_json(mon.http_port, "/subsz?subs=1&offset=4500")
+        assert [s["subject"] for s in tail["subscriptions_list"]] == [f"cap.a.{i}" for i in range(4500, 5000)]
+        far = await get_json(mon.http_port, "/subsz?subs=1&offset=99999999999999999999")
+        assert far["subscriptions_list"] == [] and far["total"] == 5000
+        assert (await get_json(mon.http_port, "/subsz?test=cap.a.77"))["total"] == 1
+
+        # many connections: one reply lists at most MAX_SUBS_LISTED in all
+        per = 1000
+        n = MAX_SUBS_LISTED // per + 1
+        for k in range(n):
+            writers.append(await _raw_subscriber(mon.nats_port, [b"cap.%d.%d" % (k, i) for i in range(per)]))
+        # and subjects so long that the characters run out first
+        long_subs = MAX_SUBS_LISTED_CHARS // 2000 + 100
+        writers.append(await _raw_subscriber(
+            mon.nats_port, [b"cap.long.%04d." % i + b"x" * 1990 for i in range(long_subs)]))
+        await connections_settle(mon.http_port, n + 2)
+        r = await http(mon.http_port, "/connz?subs=detail")
+        assert r.status == 200 and len(r.body) < 8 << 20
+        conns = r.json()["connections"]
+        assert sum(len(c["subscriptions_list_detail"]) for c in conns) == MAX_SUBS_LISTED
+        assert conns[-1]["subscriptions_list_detail"] == [] and conns[-1]["subscriptions_list_truncated"]
+        assert sum(c["subscriptions"] for c in conns) == 5000 + n * per + long_subs
+
+        long_page = await get_json(mon.http_port, f"/subsz?subs=1&offset={5000 + n * per}&limit={MAX_LIMIT}")
+        assert long_page["total"] == 5000 + n * per + long_subs
+        listed = long_page["subscriptions_list"]
+        assert 0 < len(listed) < long_subs and long_page["subscriptions_list_truncated"] is True
+        assert sum(len(s["subject"]) for s in listed) <= MAX_SUBS_LISTED_CHARS
+    finally:
+        for w in writers:
+            w.close()
+    await connections_settle(mon.http_port, 0)
+
+
 # --------------------------------------------------------------------------- pieces without a server
 
 def test_redaction_helpers() -> None:

@@ -12,6 +12,10 @@ password, works too); anything else gets 401, before routing, so an unauthentica
 nothing (not even which paths exist). ``/healthz`` stays open for liveness probes: it answers only
 ``{"status": "ok"}`` or 503 and reveals nothing about clients, subjects or mailboxes.
 
+Logging: aiohttp logs each request it cannot parse at ERROR with a traceback, so any remote client
+could flood the server log; those become one DEBUG line here. A failure of our own handlers stays a
+loud ERROR with its traceback.
+
 Connections: aiohttp keeps them alive between requests; one that has not completed a request within
 IDLE_TIMEOUT_S (idle, or stuck in a partial head) is closed, so idle sockets cannot pile up forever,
 and each is only a parked parser, so they never delay a health probe.
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import HttpVersion10, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from robustmq.http.metrics import CONTENT_TYPE as PROM_CONTENT_TYPE
 from robustmq.http.metrics import build_registry, render
@@ -40,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["MonitorServer", "is_private_subject", "redact_subject", "redact_text"]
 
 log = logging.getLogger("robustmq.http")
+# handed to aiohttp as its per-connection logger, with `_ClientErrorFilter` on it
+server_log = logging.getLogger("robustmq.http.server")
 
 MAX_REQUEST_LINE = 8 * 1024  # request line, and each header line (aiohttp answers longer ones with 400)
 IDLE_TIMEOUT_S = 10.0  # keep-alive idle time, and the time a new connection gets to send a request
@@ -50,6 +57,23 @@ JSON_CONTENT_TYPE = "application/json"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _json = msgspec.json.Encoder()
+
+
+class _ClientErrorFilter(logging.Filter):
+    """A request aiohttp could not parse (or a peer gone mid-request) is the client's fault: one DEBUG
+    line instead of aiohttp's ERROR and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (HttpProcessingError, ConnectionError)):
+            return True
+        if log.isEnabledFor(logging.DEBUG):
+            reason = " ".join(str(exc).split())[:200]
+            log.debug("%s: %s: %s", record.getMessage(), type(exc).__name__, reason)
+        return False
+
+
+server_log.addFilter(_ClientErrorFilter())
 
 
 def _canonical(path: str) -> str:
@@ -101,7 +125,7 @@ class MonitorServer:
 
     async def start(self, host: str, port: int) -> None:
         self.host = host
-        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False,
+        runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, logger=server_log,
                                shutdown_timeout=SHUTDOWN_TIMEOUT_S, keepalive_timeout=IDLE_TIMEOUT_S,
                                max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_REQUEST_LINE)
         await runner.setup()

@@ -13,7 +13,8 @@ import datetime as dt
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,6 +32,15 @@ Query = Mapping[str, str]
 Entry = tuple[FrontEnd, ConnectionInfo]
 
 DEFAULT_LIMIT = 1024  # /connz and /subsz page size, as nats-server
+# No reply grows with the number of clients or subscriptions (SPEC §8): larger `limit`s are reduced to
+# MAX_LIMIT, a connection lists at most MAX_SUBS_PER_CONN subscriptions, and one reply lists at most
+# MAX_SUBS_LISTED, of at most MAX_SUBS_LISTED_CHARS characters of subject, queue and sid together.
+# A cut list says so (`subscriptions_list_truncated`); the true count is beside it.
+MAX_LIMIT = 4096
+MAX_OFFSET = 1 << 31
+MAX_SUBS_PER_CONN = 1024
+MAX_SUBS_LISTED = 10_000
+MAX_SUBS_LISTED_CHARS = 1 << 20
 ENDPOINTS = ("/healthz", "/varz", "/connz", "/subsz", "/metrics")
 _TRUE = frozenset(("1", "true", "yes", "on"))
 _FALSE = frozenset(("", "0", "false", "no", "off"))
@@ -100,7 +110,8 @@ def _cpu_seconds() -> float:
 
 # ------------------------------------------------------------------------------------ query parameters
 
-def _int(q: Query, name: str, default: int) -> int:
+def _int(q: Query, name: str, default: int, maximum: int | None = None) -> int:
+    """A non-negative integer parameter; one above `maximum` is reduced to it."""
     raw = q.get(name)
     if raw is None or raw == "":
         return default
@@ -110,7 +121,7 @@ def _int(q: Query, name: str, default: int) -> int:
         raise HttpError(400, f"invalid {name} {raw!r}: want a non-negative integer") from None
     if v < 0:
         raise HttpError(400, f"invalid {name} {raw!r}: want a non-negative integer")
-    return v
+    return v if maximum is None else min(v, maximum)
 
 
 def _subs_mode(q: Query) -> str:
@@ -126,6 +137,41 @@ def _subs_mode(q: Query) -> str:
     if raw in _FALSE:
         return ""
     raise HttpError(400, f"invalid subs {raw!r}: want 1, 0 or detail")
+
+
+def _test_matcher(test: str | None) -> Callable[[str], bool] | None:
+    """For /subsz?test=: whether a subscription's filter matches the literal subject `test`; a private
+    mailbox's never does, so ?test= cannot confirm that an id is live. Quick for literal filters, so
+    that a scan of 100k subscriptions stays a few tens of milliseconds."""
+    if test is None:
+        return None
+
+    def match(filter_: str) -> bool:
+        if filter_ == test:
+            hit = True
+        elif "*" in filter_ or ">" in filter_:
+            hit = subject_matches(filter_, test)
+        else:
+            hit = False  # a literal filter matches only itself
+        return hit and not is_private_subject(filter_)
+    return match
+
+
+class _ListBudget:
+    """How many more subscriptions (and characters of them) one reply may still list."""
+
+    def __init__(self) -> None:
+        self.entries = MAX_SUBS_LISTED
+        self.chars = MAX_SUBS_LISTED_CHARS
+
+    def take(self, s: SubscriptionInfo) -> bool:
+        cost = len(s.subject) + len(s.queue or "") + len(s.sid)
+        if self.entries <= 0 or cost > self.chars:
+            self.entries = 0  # once cut, the rest of the reply lists nothing more
+            return False
+        self.entries -= 1
+        self.chars -= cost
+        return True
 
 
 def _sub_detail(s: SubscriptionInfo, cid: int) -> dict[str, Any]:
@@ -271,8 +317,8 @@ class MonitorViews:
         return varz
 
     def connz(self, q: Query) -> dict[str, Any]:
-        offset = _int(q, "offset", 0)
-        limit = _int(q, "limit", DEFAULT_LIMIT)
+        offset = _int(q, "offset", 0, MAX_OFFSET)
+        limit = _int(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         subs = _subs_mode(q)
         sort = (q.get("sort") or "cid").lower()
         if sort not in _SORTS:
@@ -284,7 +330,8 @@ class MonitorViews:
         key, desc = _SORTS[sort]
         entries.sort(key=key, reverse=desc)
         now = time.time()
-        out = [self._conn_info(fe, c, subs, now) for fe, c in entries[offset:offset + limit]]
+        budget = _ListBudget()
+        out = [self._conn_info(fe, c, subs, now, budget) for fe, c in entries[offset:offset + limit]]
         return {
             "server_id": self.broker.nats.server_id,
             "now": rfc3339(now),
@@ -296,7 +343,8 @@ class MonitorViews:
         }
 
     @staticmethod
-    def _conn_info(fe: FrontEnd, c: ConnectionInfo, subs: str, now: float) -> dict[str, Any]:
+    def _conn_info(fe: FrontEnd, c: ConnectionInfo, subs: str, now: float,
+                   budget: _ListBudget) -> dict[str, Any]:
         peer = c.peer if isinstance(c.peer, tuple) else ("", 0)
         info: dict[str, Any] = {
             "cid": c.cid,
@@ -316,16 +364,24 @@ class MonitorViews:
             "lang": redact_text(c.lang),
             "version": redact_text(c.version),
         }
-        if subs == "list":
-            info["subscriptions_list"] = [redact_subject(s.subject) for s in c.subs.values()]
-        elif subs == "detail":
-            info["subscriptions_list_detail"] = [_sub_detail(s, c.cid) for s in c.subs.values()]
+        if subs:
+            listed: list[SubscriptionInfo] = []
+            for s in c.subs.values():
+                if len(listed) >= MAX_SUBS_PER_CONN or not budget.take(s):
+                    break
+                listed.append(s)
+            if subs == "list":
+                info["subscriptions_list"] = [redact_subject(s.subject) for s in listed]
+            else:
+                info["subscriptions_list_detail"] = [_sub_detail(s, c.cid) for s in listed]
+            if len(listed) < len(c.subs):
+                info["subscriptions_list_truncated"] = True  # `subscriptions` has the true count
         return info
 
     def subsz(self, q: Query) -> dict[str, Any]:
         b = self.broker
-        offset = _int(q, "offset", 0)
-        limit = _int(q, "limit", DEFAULT_LIMIT)
+        offset = _int(q, "offset", 0, MAX_OFFSET)
+        limit = _int(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)
         subs = _subs_mode(q)
         test = q.get("test")
         if test is not None and not valid_publish_subject(test):
@@ -345,13 +401,29 @@ class MonitorViews:
         }
         if subs or test is not None:
             conns = sorted((c for _, c in b.frontends.connections()), key=lambda c: c.cid)
-            every = [(s, c.cid) for c in conns for s in c.subs.values()]
-            if test is not None:
-                # a private mailbox's subscriptions never match: ?test= must not confirm that an id is live
-                every = [(s, cid) for s, cid in every
-                         if not is_private_subject(s.subject) and subject_matches(s.subject, test)]
-            res["total"] = len(every)
+            budget = _ListBudget()
+            page: list[dict[str, Any]] = []
+            matched = 0  # counted in full; only the page is built
+            match = _test_matcher(test)
+            for c in conns:
+                if match is None:
+                    lo, hi = max(offset - matched, 0), min(offset + limit - matched, len(c.subs))
+                    on_page: Iterable[SubscriptionInfo] = islice(c.subs.values(), lo, hi) if lo < hi else ()
+                    matched += len(c.subs)
+                else:
+                    on_page = []
+                    for s in c.subs.values():
+                        if match(s.subject):
+                            if offset <= matched < offset + limit:
+                                on_page.append(s)
+                            matched += 1
+                for s in on_page:
+                    if not budget.take(s):
+                        res["subscriptions_list_truncated"] = True
+                        break
+                    page.append(_sub_detail(s, c.cid))
+            res["total"] = matched
             res["offset"] = offset
             res["limit"] = limit
-            res["subscriptions_list"] = [_sub_detail(s, cid) for s, cid in every[offset:offset + limit]]
+            res["subscriptions_list"] = page
         return res
