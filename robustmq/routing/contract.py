@@ -28,6 +28,11 @@ class RefusalKind(Enum):
     PERMISSION_PUBLISH = "permission-publish"  # the subject is not open to publishers
     PERMISSION_SUBSCRIBE = "permission-subscribe"  # the filter could reveal what it must not
     INVALID_SUBJECT = "invalid-subject"
+    # a publish an owner could not take: no destination under that subject (a missing mailbox), or
+    # the destination is full. Protocols that acknowledge publishes say it in the ack (MQTT 5); a
+    # NATS fire-and-forget publish is dropped silently, as SPEC §4 says (and counted in metrics)
+    NO_DESTINATION = "no-destination"
+    QUOTA_EXCEEDED = "quota-exceeded"
 
 
 class Refusal:

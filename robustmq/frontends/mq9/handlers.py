@@ -223,6 +223,9 @@ class Mq9Layer:
         if mb is None or (mb.expires_ms and now >= mb.expires_ms):
             if reply is None:
                 self.stats.dropped_no_mailbox += 1
+                if origin is not None:
+                    origin.refuse(Refusal(RefusalKind.NO_DESTINATION, subject,
+                                          f"mailbox {mail_id} does not exist"))
                 return
             raise Mq9Error(f"mailbox {mail_id} does not exist")
         log_ = self.log
@@ -233,6 +236,8 @@ class Mq9Layer:
                 stream.nbytes + stream.pending_bytes + len(payload) > self.cfg.mq9_max_bytes:
             self.stats.refused_full += 1
             if reply is None:
+                if origin is not None:
+                    origin.refuse(Refusal(RefusalKind.QUOTA_EXCEEDED, subject, f"mailbox {mail_id} is full"))
                 return
             raise Mq9Error(f"mailbox {mail_id} is full ({held} messages); nothing was stored")
         rec = Record(now, payload, None, _publisher_headers(headers) if headers else None, meta)
@@ -248,9 +253,13 @@ class Mq9Layer:
         """Upstream's SEND: into the same mailbox stream as §4's, with its `mq9-*` headers read into
         the record's priority, key and metadata (SPEC §4b). Always answered with `error`."""
         mb = self.registry.get(addr)
+        subject = SEND_PREFIX + addr
         if mb is None:
             if reply is None:
                 self.stats.dropped_no_mailbox += 1
+                if origin is not None:
+                    origin.refuse(Refusal(RefusalKind.NO_DESTINATION, subject,
+                                          f"mailbox {addr} does not exist"))
                 return
             raise Mq9Error(f"mailbox {addr} does not exist")
         now = now_ms()
@@ -258,6 +267,8 @@ class Mq9Layer:
         held = self._room(mb, 1, len(payload))
         if held is not None:
             self.stats.refused_full += 1
+            if reply is None and origin is not None:
+                origin.refuse(Refusal(RefusalKind.QUOTA_EXCEEDED, subject, f"mailbox {addr} is full"))
             raise Mq9Error(f"mailbox {addr} is full ({held} messages); nothing was stored")
         stream = self.log.stream(mb.stream_name)
         rec = Record(now, payload, key, _publisher_headers(headers) if headers else None, meta)

@@ -88,6 +88,7 @@ class MessageProperties(NamedTuple):
     payload_format: int | None
     expiry_s: int | None  # what is left of the Message Expiry Interval
     expired: bool
+    expires_ms: int = 0  # the Message Expiry deadline (ms since the epoch); 0: none
 
 
 NO_MESSAGE_PROPERTIES = MessageProperties((), None, None, None, None, False)
@@ -100,6 +101,7 @@ def headers_to_properties(headers: Headers | None, now_ms: int) -> MessageProper
     user: list[tuple[str, str]] = []
     content_type = correlation = fmt = expiry = None
     expired = False
+    expires_ms = 0
     for k, v in headers:
         name = k.lower()
         try:
@@ -110,11 +112,12 @@ def headers_to_properties(headers: Headers | None, now_ms: int) -> MessageProper
             elif name == H_PAYLOAD_FORMAT:
                 fmt = int(v) if v in (b"0", b"1") else None
             elif name == H_EXPIRES_MS:
-                left_ms = int(v) - now_ms
+                expires_ms = int(v)
+                left_ms = expires_ms - now_ms
                 expired = left_ms <= 0
                 expiry = max(0, (left_ms + 999) // 1000)
             else:
                 user.append((k.decode(errors="replace"), v.decode(errors="replace")))
         except (ValueError, binascii.Error):  # a NATS publisher's malformed value: pass it as a user property
             user.append((k.decode(errors="replace"), v.decode(errors="replace")))
-    return MessageProperties(tuple(user), content_type, correlation, fmt, expiry, expired)
+    return MessageProperties(tuple(user), content_type, correlation, fmt, expiry, expired, expires_ms)

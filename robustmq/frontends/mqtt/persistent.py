@@ -10,9 +10,11 @@ a retained message on subscribe) is the only kind kept as a copy.
 
 Everything is in the log's metadata, written in the same group-committed batches as the records:
 `mqtt.session/<client id>` holds the subscriptions and expiry, `mqtt.sessionq/<client id>\\0<seq>`
-one queued or in-flight message (with its packet id once sent). So a publisher's PUBACK, which waits
-for its batch, also covers the reference queued for an offline subscriber, and a restart (SIGTERM or
-kill -9) restores the sessions as offline ones.
+one queued or in-flight message (with its packet id once sent), `mqtt.qos2in/<client id>\\0<packet id>`
+one inbound QoS 2 packet id that was PUBRECed and not yet released (so a publisher that resends the
+PUBLISH with DUP after a reconnect, a takeover or a restart is not routed twice). So a publisher's
+PUBACK, which waits for its batch, also covers the reference queued for an offline subscriber, and a
+restart (SIGTERM or kill -9) restores the sessions as offline ones.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ MAX_QUEUED = 100_000
 
 SESSION_NS = "mqtt.session"
 QUEUE_NS = "mqtt.sessionq"
+QOS2_IN_NS = "mqtt.qos2in"
 FOREIGN_QOS = 1  # same rule as a live session: a non-MQTT message is delivered at min(granted, 1)
 
 
@@ -87,6 +90,10 @@ _dec_session = msgspec.msgpack.Decoder(SessionRecord)
 _dec_entry = msgspec.msgpack.Decoder(Entry)
 
 
+def _q2key(client_id: str, pid: int) -> bytes:
+    return client_id.encode() + b"\x00" + pid.to_bytes(2, "big")
+
+
 def _qkey(client_id: str, seq: int) -> bytes:
     # MQTT strings cannot hold U+0000, so the separator cannot occur in a client id
     return client_id.encode() + b"\x00" + seq.to_bytes(8, "big")
@@ -106,6 +113,9 @@ class SessionState:
         self.filters: dict[str, list[MqttSubscription]] = {}
         self.pending: deque[tuple[int, Entry]] = deque()  # waiting to be sent, in order
         self.inflight: dict[int, Outgoing] = {}  # sent, unacknowledged at the last disconnect
+        # inbound QoS 2 packet ids PUBRECed and not yet released: part of the session state (MQTT
+        # 4.1, 4.3.3), so the live connection uses this very set (`MqttSession._qos2_in`)
+        self.qos2_in: set[int] = set()
         self.next_seq = 1
         self.dropped = 0
         self.live: MqttSession | None = None
@@ -134,6 +144,19 @@ class SessionState:
     def remove(self, seq: int) -> None:
         self.log.delete_meta(QUEUE_NS, _qkey(self.client_id, seq))
 
+    def qos2_received(self, pid: int) -> None:
+        """An inbound QoS 2 PUBLISH was accepted (PUBREC to come): stored with the message's batch."""
+        self.qos2_in.add(pid)
+        self.log.put_meta(QOS2_IN_NS, _q2key(self.client_id, pid), b"")
+
+    def qos2_released(self, pid: int) -> bool:
+        """PUBREL for `pid`: whether it was awaiting release."""
+        if pid not in self.qos2_in:
+            return False
+        self.qos2_in.discard(pid)
+        self.log.delete_meta(QOS2_IN_NS, _q2key(self.client_id, pid))
+        return True
+
     # ------------------------------------------------------------------ the session record
     def save(self) -> None:
         subs = []
@@ -161,8 +184,10 @@ class SessionState:
         self.filters.clear()
         self.pending.clear()
         self.inflight.clear()
+        self.qos2_in.clear()
         self.log.delete_meta(SESSION_NS, self.client_id)
         self.log.delete_meta_prefix(QUEUE_NS, self.client_id.encode() + b"\x00")
+        self.log.delete_meta_prefix(QOS2_IN_NS, self.client_id.encode() + b"\x00")
 
     def restore_subscription(self, rec: SubRecord) -> None:
         f = rec.filter
@@ -278,6 +303,12 @@ def load_sessions(server: MqttServer) -> dict[str, SessionState]:
         seq = int.from_bytes(seq_b, "big")
         st2.pending.append((seq, entry))  # in seq order: scan_meta is sorted by key
         st2.next_seq = max(st2.next_seq, seq + 1)
+    for key, _ in lg.scan_meta(QOS2_IN_NS):
+        st3 = out.get(key[:-3].decode(errors="replace")) if len(key) > 3 and key[-3] == 0 else None
+        if st3 is None:
+            lg.delete_meta(QOS2_IN_NS, key)  # of a session that is gone
+            continue
+        st3.qos2_in.add(int.from_bytes(key[-2:], "big"))
     for st in out.values():
         st.save()
     if out:

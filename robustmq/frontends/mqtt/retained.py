@@ -26,9 +26,13 @@ META_NAMESPACE = "mqtt.retained"
 
 
 class RetainedMessage(msgspec.Struct, array_like=True):
+    """Stored as a msgpack array: a field is only ever added at the end, with a default, so the
+    entries an earlier version wrote (without it) still decode."""
+
     payload: bytes
     qos: int = 0
     headers: list[tuple[bytes, bytes]] | None = None  # v5 user properties, as neutral headers
+    reply: str | None = None  # v5 Response Topic, as its subject (sent unaltered, 3.3.2-15)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -63,13 +67,14 @@ class RetainedStore:
         self._unwritten: dict[str, tuple[int, RetainedMessage | None]] = {}
         self._watched = 0  # the last batch whose write drops its changes from _unwritten
 
-    def set(self, topic: str, payload: bytes, qos: int, headers: list[tuple[bytes, bytes]] | None) -> None:
+    def set(self, topic: str, payload: bytes, qos: int, headers: list[tuple[bytes, bytes]] | None,
+            reply: str | None = None) -> None:
         log = self.log
         if not payload:
             log.delete_meta(META_NAMESPACE, topic)
             msg = None
         else:
-            msg = RetainedMessage(payload, qos, headers)
+            msg = RetainedMessage(payload, qos, headers, reply)
             log.put_meta(META_NAMESPACE, topic, _encoder.encode(msg))
         seq = log.batch_seq
         self._unwritten[topic] = (seq, msg)

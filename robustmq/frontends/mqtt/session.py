@@ -324,6 +324,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         st.live = self
         self.subs = st.subs
         self._filters = st.filters
+        self._qos2_in = st.qos2_in  # inbound QoS 2 awaiting PUBREL is session state (4.3.3)
         for sub in st.subs.values():
             sub.conn = self
         st.expires_at = 0.0
@@ -336,6 +337,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             return
         inflight, self._inflight = self._inflight, {}
         self.subs, self._filters = {}, {}
+        self._qos2_in = set()  # the session keeps its own (st.qos2_in)
         if self._shutting_down:  # the log closes next; what matters is already stored
             return
         srv = self.server
@@ -400,17 +402,20 @@ class MqttSession(ReadTurns, BufferedConnection):
         else:
             headers = None if props is NO_PROPERTIES else properties_to_headers(props, _now_ms())
             reply = publish_subject(props.response_topic) if props.response_topic else None
-            self._refused = None
             receipt = self._route(topic, subject, ev.payload, qos, ev.retain, headers, reply)
             if self._refused is not None:
-                code = reasons.NOT_AUTHORIZED if self._refused.kind is RefusalKind.PERMISSION_PUBLISH \
-                    else reasons.TOPIC_NAME_INVALID
+                code = refusal_code(self._refused)
                 self._refused = None
         if qos == 1:
             self._ack_when_durable(receipt, PubAck(pid, code))
         elif qos == 2:
-            if code < 0x80:
-                self._qos2_in.add(pid)
+            if code < 0x80 or self.proto != MQTT_5:  # (3.1.1 PUBREC has no reason code: a normal flow)
+                if self.state is not None:  # part of the session state: kept across reconnects
+                    self.state.qos2_received(pid)
+                    if receipt is not None:
+                        receipt = self._covering(receipt)
+                else:
+                    self._qos2_in.add(pid)
             self._ack_when_durable(receipt, PubRec(pid, code))
 
     def _route_of(self, topic: str) -> tuple[str | None, bool]:
@@ -452,17 +457,42 @@ class MqttSession(ReadTurns, BufferedConnection):
         if qos:  # PUBACK, short form (success), for each packet id in order
             self._queue_ack(receipt, _PUBACK + _PUBACK.join(ev.packet_ids))
 
+    def _owned(self, topic: str) -> bool:
+        """Whether `topic`'s subject belongs to a subject owner (mq9's `$mq9.AI.`): the owner keeps
+        what is sent there (a mailbox stores the message itself), so the retained store never does,
+        and nothing retained under it is delivered (a mail_id is a capability: a `$mq9/#` subscriber
+        must never learn one from a retained copy)."""
+        owners = self.router.owners
+        if not owners or not any(topic[:1] == o.prefix[:1] for o in owners):
+            return False
+        subject = publish_subject(topic)
+        return subject is not None and any(subject.startswith(o.prefix) for o in owners)
+
     def _route(self, topic: str, subject: str, payload: bytes, qos: int, retain: bool,
                headers: Headers | None, reply: str | None) -> Receipt:
+        """Route one publish (a PUBLISH or a will); `self._refused` says whether it was refused.
+        The retained copy is set (or cleared) only for a publish that was accepted and whose
+        subject no owner claims, in the batch of the message: the receipt returned covers both."""
         srv = self.server
-        if retain:
-            srv.retained.set(topic, payload, qos, headers)
+        self._refused = None
         saved = srv.publishing, srv.publish_qos, srv.publish_retain
         srv.publishing, srv.publish_qos, srv.publish_retain = self, qos, retain
         try:
-            return self.router.publish(subject, reply, headers, payload, self)
+            receipt = self.router.publish(subject, reply, headers, payload, self)
         finally:
             srv.publishing, srv.publish_qos, srv.publish_retain = saved
+        if retain and self._refused is None and not self._owned(topic):
+            srv.retained.set(topic, payload, qos, headers, reply)
+            receipt = self._covering(receipt)
+        return receipt
+
+    def _covering(self, receipt: Receipt) -> Receipt:
+        """`receipt`, or one durable only once the current batch is (what was written after the
+        message, such as its retained copy, may be in a later batch than the message)."""
+        if receipt.stream is None:  # an owner's or ephemeral: its ack waits for the current batch anyway
+            return receipt
+        log_ = self.router.log
+        return Receipt(log_, log_.batch_seq, receipt.stream, receipt.offset, receipt.count, receipt.delivered)
 
     def _ack_when_durable(self, receipt: Receipt | None, ack: Packet) -> None:
         """Write `ack` once everything this publish wrote (message, retained copy) is durable."""
@@ -504,6 +534,14 @@ class MqttSession(ReadTurns, BufferedConnection):
             self._flush()
 
     def _on_pubrel(self, pid: int) -> None:
+        st = self.state
+        if st is not None:
+            # the release is stored; PUBCOMP waits for it, so a restart never takes a later new
+            # PUBLISH with this packet id for a resent one
+            known = st.qos2_released(pid)
+            self._ack_when_durable(None, PubComp(pid, reasons.SUCCESS if known else
+                                                 reasons.PACKET_IDENTIFIER_NOT_FOUND))
+            return
         known = pid in self._qos2_in
         self._qos2_in.discard(pid)
         self.send(PubComp(pid, reasons.SUCCESS if known else reasons.PACKET_IDENTIFIER_NOT_FOUND))
@@ -514,8 +552,10 @@ class MqttSession(ReadTurns, BufferedConnection):
         if subject is None:
             return
         headers = properties_to_headers(will.properties, _now_ms())
+        response = will.properties.response_topic
+        reply = publish_subject(response) if response else None  # sent unaltered (3.3.2-15)
         try:
-            self._route(will.topic, subject, will.payload, will.qos, will.retain, headers, None)
+            self._route(will.topic, subject, will.payload, will.qos, will.retain, headers, reply)
         except Exception:  # a will must not break the close of its connection
             log.exception("publishing the will of %s failed", self.name)
 
@@ -542,9 +582,13 @@ class MqttSession(ReadTurns, BufferedConnection):
             return
         page, after = self.server.retained.page(inner, after, RETAINED_PAGE)
         for topic, msg in page:
-            props = self._props(msg.headers, None, sub)
-            if props is not None:
-                self._send_publish(topic, msg.payload, min(msg.qos, sub.qos), True, props)
+            if self._owned(topic):
+                # a copy stored before owners' topics were kept out of the store (an mq9 mailbox
+                # topic: its mail_id is a capability): never delivered
+                continue
+            how_props = self._props(msg.headers, msg.reply, sub)
+            if how_props is not None:
+                self._send_publish(topic, msg.payload, min(msg.qos, sub.qos), True, *how_props)
                 if self.closed:
                     return
         if after is not None:
@@ -631,11 +675,11 @@ class MqttSession(ReadTurns, BufferedConnection):
         if how is None:
             return
         qos, retain = how
-        props = self._props(headers, reply, sub)
-        if props is None:
+        how_props = self._props(headers, reply, sub)
+        if how_props is None:
             return  # its Message Expiry Interval has passed: never delivered (MQTT 5 3.3.2.3.3)
         sub.delivered += 1
-        self._send_publish(sub._topic, payload, qos, retain, props)
+        self._send_publish(sub._topic, payload, qos, retain, *how_props)
 
     def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
         """Several header-less, reply-less messages for `sub` (one publish_many): the frames are
@@ -647,8 +691,8 @@ class MqttSession(ReadTurns, BufferedConnection):
         if qos and self.state is not None:  # a persistent session: each message a queue entry
             self._deliver_each(sub, subject, payloads)
             return
-        props = NO_PROPERTIES if sub.sub_id is None else self._props(None, None, sub)
-        assert props is not None  # no headers: nothing to expire
+        with_id = None if sub.sub_id is None else self._props(None, None, sub)
+        props = NO_PROPERTIES if with_id is None else with_id[0]  # no headers: nothing to expire
         pb = b"" if self.proto != MQTT_5 else b"\x00" if props is NO_PROPERTIES else encode_properties(props)
         tb = sub._tb
         if self._max_out_packet < MAX_PACKET_SIZE_LIMIT and \
@@ -745,23 +789,26 @@ class MqttSession(ReadTurns, BufferedConnection):
         t = self.transport
         return self._out_size + self._queued_bytes + (t.get_write_buffer_size() if t is not None else 0)
 
-    def _props(self, headers: Headers | None, reply: str | None, sub: MqttSubscription) -> Properties | None:
-        """The v5 properties a delivery carries; None when the message has expired."""
+    def _props(self, headers: Headers | None, reply: str | None, sub: MqttSubscription
+               ) -> tuple[Properties, int] | None:
+        """The v5 properties a delivery carries and its Message Expiry deadline (ms since the epoch,
+        0: none; for either version); None when the message has expired."""
         if headers is None and reply is None and sub.sub_id is None:
-            return NO_PROPERTIES
+            return NO_PROPERTIES, 0
         m = headers_to_properties(headers, _now_ms())
         if m.expired:
             return None
         if self.proto != MQTT_5:
-            return NO_PROPERTIES
+            return NO_PROPERTIES, m.expires_ms
         return Properties(payload_format_indicator=m.payload_format, message_expiry_interval=m.expiry_s,
                           content_type=m.content_type,
                           response_topic=delivery_topic(reply) if reply else None,
                           correlation_data=m.correlation_data,
                           subscription_ids=(sub.sub_id,) if sub.sub_id is not None else (),
-                          user_properties=m.user)
+                          user_properties=m.user), m.expires_ms
 
-    def _send_publish(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> None:
+    def _send_publish(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties,
+                      expires_ms: int = 0) -> None:
         if qos == 0:
             self._write_publish(topic, payload, 0, retain, False, 0, props)
             return
@@ -771,6 +818,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             return
         out = Outgoing(topic, payload, qos, retain, props)
         if len(self._inflight) >= self._window:
+            out.expires_ms = expires_ms  # checked again when it leaves the queue (_send_queued)
             self._queue.append(out)
             self._queued_bytes += len(payload) + len(topic)
             if self._queued_bytes > self.max_pending:
@@ -886,10 +934,18 @@ class MqttSession(ReadTurns, BufferedConnection):
         props: Properties | None = None
         key = -1
         head = pb = b""
+        now_ms = 0
         while queue and room > 0:
             out = queue.popleft()
             payload = out.payload
             self._queued_bytes -= len(payload) + len(out.topic)
+            if out.expires_ms:  # its Message Expiry Interval ran while it waited (MQTT 5 3.3.2.3.3)
+                now_ms = now_ms or _now_ms()
+                left_ms = out.expires_ms - now_ms
+                if left_ms <= 0:
+                    continue  # expired before onward delivery started: never delivered
+                if v5:  # sent with what is left of it
+                    out.props = out.props._replace(message_expiry_interval=(left_ms + 999) // 1000)
             if out.props is not props:
                 props = out.props
                 pb = (b"\x00" if props is NO_PROPERTIES else encode_properties(props)) if v5 else b""
@@ -1049,6 +1105,17 @@ class MqttSession(ReadTurns, BufferedConnection):
     def shutdown(self) -> None:
         self._shutting_down = True  # the log closes right after: wills are not published now
         self._close(reasons.SERVER_SHUTTING_DOWN)
+
+
+def refusal_code(refusal: Refusal) -> int:
+    """The v5 PUBACK / PUBREC reason code for a refused publish (3.1.1 acknowledges it positively:
+    its acks carry no reason, and 3.3.5 allows only that or closing the connection)."""
+    kind = refusal.kind
+    if kind is RefusalKind.PERMISSION_PUBLISH:
+        return reasons.NOT_AUTHORIZED  # 0x87 (`$mq9/AI/PUBLIC/LIST`)
+    if kind is RefusalKind.QUOTA_EXCEEDED:  # a full mailbox
+        return reasons.QUOTA_EXCEEDED  # 0x97
+    return reasons.TOPIC_NAME_INVALID  # 0x90: no destination (a mailbox that does not exist), invalid
 
 
 def _now_ms() -> int:

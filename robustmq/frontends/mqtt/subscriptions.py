@@ -61,7 +61,7 @@ class MqttSubscription:
 class Outgoing:
     """A QoS 1/2 PUBLISH towards the client, until it is acknowledged."""
 
-    __slots__ = ("payload", "props", "qos", "released", "retain", "sent_at", "seq", "topic")
+    __slots__ = ("expires_ms", "payload", "props", "qos", "released", "retain", "sent_at", "seq", "topic")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties,
                  sent_at: float = 0.0) -> None:
@@ -73,3 +73,6 @@ class Outgoing:
         self.released = False  # QoS 2: PUBREC came, PUBREL sent, waiting for PUBCOMP
         self.sent_at = sent_at
         self.seq = 0  # a persistent session's queue entry (`persistent.py`) for it; 0: none
+        # the v5 Message Expiry deadline (wall clock, ms) while it waits behind the inflight window:
+        # it is dropped if that passes before it is sent, else sent with what is left; 0: none
+        self.expires_ms = 0
