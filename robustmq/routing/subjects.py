@@ -200,14 +200,18 @@ class SubjectTrie:
         r = self.cache.get(subject)
         if r is not None:
             return r
-        parent, dot, _ = subject.rpartition(".")
+        parent, dot, last = subject.rpartition(".")
         if dot:
-            r = self.pcache.get(parent)
+            if not last:
+                return EMPTY  # `a.`, `.`: a subject with an empty token matches nothing, as in nats-server
+            r = self.pcache.get(parent)  # (never holds a parent with an empty token: see below)
             if r is not None:
                 return r
+        toks = subject.split(".")
+        if "" in toks:  # `a..b`, `.a` (a non-pedantic client's publish): nothing, not even `>`
+            return EMPTY
         psubs: list[Any] = []
         qmap: dict[str, list[Any]] = {}
-        toks = subject.split(".")
         n = len(toks)
         last_literal = False  # a node that matches the next-to-last level has literal children
         # iterative walk; literal child is pushed last so it is visited before the '*' sibling

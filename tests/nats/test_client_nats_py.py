@@ -200,3 +200,46 @@ async def test_auth(args, good, bad) -> None:
         assert "authorization violation" in str(exc.value).lower()
     finally:
         srv.cleanup()
+
+
+async def test_subject_with_an_empty_token_reaches_no_wildcard(server) -> None:
+    """nats-py (not pedantic) publishing to `orders.` (a typo) or `orders..x`: nats-server delivers
+    them to nobody; `orders.>` and `orders.*` must not get them here either."""
+    nc = await connect(server)
+    got: list[str] = []
+
+    async def cb(msg) -> None:
+        got.append(msg.subject)
+
+    await nc.subscribe("orders.>", cb=cb)
+    await nc.subscribe("orders.*", cb=cb)
+    await nc.subscribe(">", cb=cb)
+    await nc.flush()
+    for subject in ("orders.", "orders..x", ".orders"):
+        await nc.publish(subject, b"typo")
+    await nc.publish("orders.ok", b"fine")
+    await nc.flush()
+    await asyncio.sleep(0.1)
+    assert got == ["orders.ok"] * 3, got
+    await nc.close()
+
+
+async def test_reserved_reply_subject_is_refused_and_connection_kept(server) -> None:
+    nc = await connect(server)
+    errs: list[Exception] = []
+
+    async def on_error(e: Exception) -> None:
+        errs.append(e)
+
+    nc2 = await connect(server, error_cb=on_error)
+    sub = await nc.subscribe("svc")
+    await nc.flush()
+    await nc2.publish("svc", b"x", reply="_R_.abc")
+    await nc2.publish("svc", b"y", reply="ok.1")
+    await nc2.flush()
+    msg = await sub.next_msg(1)
+    assert (msg.data, msg.reply) == (b"y", "ok.1")  # the first was not delivered
+    assert any("permissions violation for publish with reply" in str(e).lower() for e in errs), errs
+    assert nc2.is_connected
+    await nc.close()
+    await nc2.close()

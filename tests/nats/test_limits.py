@@ -241,3 +241,59 @@ async def test_invalid_utf8_subjects_are_refused_and_never_delivered(server) -> 
     assert got == b"-ERR 'Invalid Subject'\r\n-ERR 'Invalid Publish Subject'\r\nPONG\r\n", got
     w.close()
     assert await roundtrip_ok(server)
+
+
+async def test_reader_that_keeps_up_is_not_cut_by_a_small_max_pending() -> None:
+    """max_pending 64 KiB, bursts of 200 x 1 KiB in one write (each paced by a PONG): a subscriber that
+    keeps reading gets every message, as from nats-server. One read of the publisher hands the reader
+    more than 64 KiB at once; only what the reader leaves untaken may count against the limit."""
+    srv = RobustMQ(extra_args=["--max-pending", "65536", "--max-payload", "65536"]).start()
+    try:
+        rr, rw = await raw(srv.nats_port)
+        rw.write(b"SUB burst 1\r\nPING\r\n")
+        await rw.drain()
+        assert await asyncio.wait_for(rr.readline(), 5) == b"PONG\r\n"
+        total = 20 * 200 * len(b"MSG burst 1 1024\r\n" + b"x" * 1024 + b"\r\n")
+        got = 0
+
+        async def read_all() -> None:
+            nonlocal got
+            while got < total:
+                d = await rr.read(1 << 20)
+                assert d, "reader closed by the server"
+                assert b"-ERR" not in d
+                got += len(d)
+
+        reading = asyncio.create_task(read_all())
+        pr, pw = await raw(srv.nats_port)
+        burst = (b"PUB burst 1024\r\n" + b"x" * 1024 + b"\r\n") * 200 + b"PING\r\n"
+        for _ in range(20):
+            pw.write(burst)
+            await pw.drain()
+            assert await asyncio.wait_for(pr.readline(), 10) == b"PONG\r\n"
+        await asyncio.wait_for(reading, 10)
+        assert got == total
+        assert "slow consumer" not in srv.log_text().lower()
+        pw.close()
+        rw.close()
+    finally:
+        srv.cleanup()
+
+
+async def test_small_max_pending_still_cuts_a_reader_that_never_reads() -> None:
+    srv = RobustMQ(extra_args=["--max-pending", "65536", "--max-payload", "65536"]).start()
+    try:
+        sk = _nats_sleeper(srv.nats_port, 1)
+        await asyncio.sleep(0.2)
+        r, w = await raw(srv.nats_port)
+        chunk = (b"PUB flood 1024\r\n" + b"x" * 1024 + b"\r\n") * 200
+        deadline = time.monotonic() + 10
+        while "slow consumer" not in srv.log_text().lower() and time.monotonic() < deadline:
+            w.write(chunk + b"PING\r\n")
+            await w.drain()
+            assert await asyncio.wait_for(r.readline(), 10) == b"PONG\r\n"
+        assert "slow consumer" in srv.log_text().lower()
+        assert closed_by_server(sk)
+        w.close()
+    finally:
+        srv.cleanup()

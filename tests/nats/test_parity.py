@@ -47,6 +47,7 @@ def exchange(port: int, data: bytes, chunked: bool = False) -> tuple[dict, bytes
     return info, out
 
 
+HDR = b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
 CASES = {
     "verbose_ok": b'CONNECT {"verbose":true}\r\nPUB a 1\r\nx\r\nPING\r\n',
     "defaults_before_connect": b"SUB a 1\r\nPUB a 1\r\nx\r\nPING\r\n",
@@ -89,6 +90,29 @@ CASES = {
     "ping_then_unknown_op": b"PUB a 1\r\nx\r\nPING\r\nFOO\r\n",
     "ping_then_max_payload": b"SUB a 1\r\nPUB a 1\r\nx\r\nPING\r\nPUB a 2000000\r\n",
     "two_pings_then_garbage": b"PING\r\nPUB a 1\r\nx\r\nPING\r\n\x00\x01garbage\r\n",
+    # an HPUB's status line (code and description) reaches a NATS subscriber as it was sent
+    "hpub_status": HDR + b"SUB h 1\r\nHPUB h 16 18\r\nNATS/1.0 503\r\n\r\nhi\r\n"
+                   b"HPUB h r 38 40\r\nNATS/1.0 408 Request Timeout\r\nX: y\r\n\r\nhi\r\nPING\r\n",
+    # a subject with an empty token (non-pedantic publisher) matches no subscription, not even `>`
+    "empty_tokens": b'CONNECT {"verbose":false,"pedantic":false}\r\nSUB > 1\r\nSUB a.* 2\r\nSUB a.> 3\r\n'
+                    b"SUB *.a 4\r\nSUB a.*.b 5\r\nPUB a..b 1\r\nx\r\nPUB a. 1\r\nx\r\nPUB .a 1\r\nx\r\n"
+                    b"PUB . 1\r\nx\r\nPUB a.b 1\r\ny\r\nPING\r\n",
+    "empty_tokens_request": HDR + b"SUB _INBOX.> 1\r\nPUB a..b _INBOX.z 1\r\nx\r\nPING\r\n",
+    "no_responders_without_headers": b'CONNECT {"verbose":false,"no_responders":true}\r\nPING\r\n',
+    "no_responders_headers_false": b'CONNECT {"verbose":true,"headers":false,"no_responders":true}\r\nPING\r\n',
+    "reserved_reply": HDR + b"SUB a 1\r\nPUB a _R_.x 1\r\nx\r\nPUB a _GR_.x 1\r\nx\r\n"
+                      b"PUB a $JS.ACK.x 1\r\nx\r\nPUB a _R_. 1\r\nx\r\nPUB a _GR_. 1\r\nx\r\n"
+                      b"PUB a $JS.ACK. 1\r\nx\r\nPUB a _R_ 1\r\nx\r\nPING\r\n",
+    "reserved_reply_in_a_burst": HDR + b"SUB a 1\r\nPUB a r1 1\r\nx\r\nPUB a _R_.y 1\r\nx\r\n"
+                                 b"PUB a r3 1\r\nx\r\nPING\r\n",
+    "reserved_reply_hpub": HDR + b"SUB a 1\r\nHPUB a _R_.y 12 13\r\nNATS/1.0\r\n\r\nx\r\nPING\r\n",
+    "reserved_reply_verbose": b'CONNECT {"verbose":true}\r\nSUB a 1\r\nPUB a _R_.x 1\r\nx\r\nPING\r\n',
+    "reserved_reply_pedantic": b'CONNECT {"verbose":true,"pedantic":true}\r\nPUB a..b _R_.y 1\r\nx\r\n'
+                               b"PUB a..b r 1\r\nx\r\nPING\r\n",
+    "no_responders_queue_reply": HDR + b"SUB _INBOX.x.* q 1\r\nPUB nobody _INBOX.x.1 1\r\na\r\nPING\r\n",
+    "connect_null": b"CONNECT null\r\nPING\r\n",
+    "connect_null_fields": b'CONNECT {"verbose":null}\r\nPING\r\n'
+                           b'CONNECT {"verbose":false,"name":null,"headers":null,"protocol":null}\r\nPING\r\n',
 }
 
 
@@ -149,6 +173,13 @@ def auth_pair():
     b'CONNECT {"verbose":false,"user":"u","pass":"bad"}\r\nPING\r\n',
     b'CONNECT {"verbose":false,"user":"u","pass":"p"}\r\nPING\r\n',
     b'CONNECT {"verbose":false}\r\nPING\r\n',
+    # before CONNECT, any operation but CONNECT is an Authorization Violation
+    b"PONG\r\n",
+    b"INFO {}\r\n",
+    b"XYZ\r\n",
+    b"\r\nPING\r\n",
+    b" CONNECT {}\r\n",
+    b"CXYZ\r\n",
 ])
 def test_auth_same_as_nats_server(auth_pair, data: bytes) -> None:
     ref, ours = auth_pair

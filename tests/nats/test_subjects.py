@@ -116,3 +116,18 @@ def test_parent_cache_randomised_against_reference() -> None:
         subject = ".".join(rnd.choice(["a", "b", "c"]) for _ in range(rnd.randint(1, 4)))
         got = sorted(s.subject for s in trie.match(subject, cache=rnd.random() < 0.5).psubs)
         assert got == sorted(f for f in filters if subject_matches(f, subject)), subject
+
+
+@pytest.mark.parametrize("subject", ["a..b", "a.", ".a", ".", "a.b.", "..", ""])
+def test_subjects_with_an_empty_token_match_nothing(subject: str) -> None:
+    """A non-pedantic client may publish `a..b`; nats-server delivers it to no subscription (not to
+    `>`, `a.>`, `a.*`). Neither does the trie, and the parent cache never answers for them."""
+    trie = SubjectTrie()
+    for f in (">", "a.>", "a.*", "*.a", "a.*.b", "*", "*.*", "a.b.>"):
+        trie.insert(Sub(f))
+    assert trie.match("a.x").psubs  # fills the parent cache for "a"
+    assert trie.match("x.a").psubs
+    for cache in (True, False, True):
+        assert not trie.match(subject, cache=cache).psubs, subject
+    assert "" not in trie.pcache and "a." not in trie.pcache
+    assert [s.subject for s in trie.match("a.b").psubs]  # valid subjects still match

@@ -9,6 +9,7 @@ AUTH_VIOLATION = "Authorization Violation"
 AUTH_TIMEOUT = "Authentication Timeout"
 STALE = "Stale Connection"
 SLOW_CONSUMER = "Slow Consumer"
+NO_RESPONDERS_REQUIRES_HEADERS = "no responders requires headers support"
 
 
 # Arguments nats-server cannot parse (PUB/HPUB/SUB/UNSUB with bad fields, unparsable CONNECT JSON)
@@ -22,6 +23,10 @@ def permissions_sub(subject: str) -> str:
 
 def permissions_pub(subject: str) -> str:
     return f'Permissions Violation for Publish to "{subject}"'
+
+
+def permissions_reply(reply: str) -> str:
+    return f'Permissions Violation for Publish with Reply of "{reply}"'
 
 
 def err_line(text: str) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -37,31 +38,40 @@ log = logging.getLogger("robustmq.nats")
 # (resumed earlier when the reader drains): its rate falls to what its readers take, as nats-server
 # stalls fast producers, instead of growing backlogs until PINGs wait behind megabytes of data.
 STALL_MAX_S = 0.05
-STALL_BACKLOG_BYTES = 1 << 20  # a reader with this much unsent is backlogged
+STALL_BACKLOG_BYTES = 1 << 20  # a reader with this much unsent is backlogged (at most max_pending / 2)
+# A reader's unsent bytes may pass max_pending for this long before it is a slow consumer (its
+# producers are stalled meanwhile), and by this many bytes at most: one read of a producer can hand
+# it a burst larger than a small max_pending in one go, and the socket takes more only in a later
+# loop turn. A reader that keeps reading drains that burst at once; one that does not is cut.
+SLOW_GRACE_S = 0.5
+SLOW_SLACK_BYTES = 2 << 20
 PONG = b"PONG\r\n"
 FAIL_PONG_WAIT_S = 1.0  # how long a close waits for the PONGs of PINGs read before the bad input
 PING = b"PING\r\n"
 OK = b"+OK\r\n"
 NO_RESPONDERS_HDR = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
+# reply subjects a client may not use (nats-server's isReservedReply): `_R_.` with anything after
+# it or nothing; the other two only with something after them
+RESERVED_REPLY_PREFIXES = ("_R_.", "_GR_.", "$JS.ACK.")
 
 
 class ConnectOptions(msgspec.Struct):
     """CONNECT fields. Like nats-server, a CONNECT only overrides the fields it names: a client
     starts at verbose and pedantic (real clients always send both as false)."""
 
-    verbose: bool | msgspec.UnsetType = msgspec.UNSET
-    pedantic: bool | msgspec.UnsetType = msgspec.UNSET
-    echo: bool | msgspec.UnsetType = msgspec.UNSET
-    headers: bool | msgspec.UnsetType = msgspec.UNSET
-    no_responders: bool | msgspec.UnsetType = msgspec.UNSET
-    name: str = ""
-    lang: str = ""
-    version: str = ""
-    protocol: int = 0
-    user: str = ""
-    pass_: str = msgspec.field(default="", name="pass")
-    auth_token: str = ""
-    tls_required: bool = False
+    verbose: bool | msgspec.UnsetType | None = msgspec.UNSET
+    pedantic: bool | msgspec.UnsetType | None = msgspec.UNSET
+    echo: bool | msgspec.UnsetType | None = msgspec.UNSET
+    headers: bool | msgspec.UnsetType | None = msgspec.UNSET
+    no_responders: bool | msgspec.UnsetType | None = msgspec.UNSET
+    name: str | None = ""  # (a JSON null is "not given", as Go's encoding/json takes it)
+    lang: str | None = ""
+    version: str | None = ""
+    protocol: int | None = 0
+    user: str | None = ""
+    pass_: str | None = msgspec.field(default="", name="pass")
+    auth_token: str | None = ""
+    tls_required: bool | None = False
 
 
 _connect_decoder = msgspec.json.Decoder(ConnectOptions)
@@ -97,6 +107,8 @@ class NatsSession(ReadTurns, BufferedConnection):
         self.router = server.router
         self.parser = NatsParser(cfg.max_payload, cfg.max_control_line)
         self._init_outbound(server.budget, cfg.max_pending)
+        self._stall_at = min(STALL_BACKLOG_BYTES, cfg.max_pending // 2)  # see _behind
+        self._over_since = 0.0  # loop time the socket's unsent bytes passed max_pending (0: they have not)
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.subs: dict[str, Subscription] = {}
@@ -157,6 +169,7 @@ class NatsSession(ReadTurns, BufferedConnection):
             self.budget.account(self, self.transport.get_write_buffer_size())
 
     def resume_writing(self) -> None:
+        self._over_since = 0.0
         if not self.closed:
             self.budget.account(self, 0)
         self._release_stalled()
@@ -191,6 +204,10 @@ class NatsSession(ReadTurns, BufferedConnection):
     def _handle(self, data: bytes) -> None:
         router = self.router
         gate = self.server.auth_required and not self.connected
+        if gate and self.bytes_in == len(data) and data[:1] not in (b"C", b"c"):
+            # as nats-server's parser: with auth required, the first operation must be CONNECT;
+            # any other (PONG, INFO, an unknown one, even a blank line) is refused before parsing
+            return self.fail(errors.AUTH_VIOLATION)
         for op in self.parser.feed(data):
             if isinstance(op, (PubBatch, RequestBatch)):
                 if gate:
@@ -198,7 +215,8 @@ class NatsSession(ReadTurns, BufferedConnection):
                 subject, payloads = op.subject, op.payloads
                 self.msgs_in += len(payloads)
                 replies = op.replies if isinstance(op, RequestBatch) else None
-                if self.verbose or (self.pedantic and not valid_publish_subject(subject)):
+                if self.verbose or (self.pedantic and not valid_publish_subject(subject)) or (
+                        replies is not None and _any_reserved(replies)):
                     # rare modes: one message at a time, for nats-server's exact reply order
                     for i, payload in enumerate(payloads):
                         self._publish_one(subject, replies[i] if replies else None, None, payload)
@@ -247,10 +265,16 @@ class NatsSession(ReadTurns, BufferedConnection):
     # ------------------------------------------------------------------ operations
     def _publish_one(self, subject: str, reply: str | None, hdr: bytes | None, payload: bytes) -> None:
         """One PUB or HPUB (`hdr`: its NATS header block, parsed here into neutral pairs)."""
+        reserved = reply is not None and _reserved_reply(reply)
         if self.pedantic and not valid_publish_subject(subject):
             self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
-            if self.verbose:
+            if reserved:  # nats-server says both, and no +OK
+                self.write(errors.err_line(errors.permissions_reply(reply or "")))
+            elif self.verbose:
                 self.write(OK)
+            return
+        if reserved:  # not delivered; the connection stays
+            self.write(errors.err_line(errors.permissions_reply(reply or "")))
             return
         if self.verbose:
             self.write(OK)  # nats-server queues +OK before any delivery, even to this connection
@@ -262,29 +286,34 @@ class NatsSession(ReadTurns, BufferedConnection):
 
     def _connect(self, raw: bytes) -> bool:
         try:
-            o = _connect_decoder.decode(raw)
+            # `CONNECT null` changes nothing, as Go's json.Unmarshal of null into a struct
+            o = ConnectOptions() if raw.rstrip() == b"null" else _connect_decoder.decode(raw)
         except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly nested JSON
             self.fail(None)  # nats-server closes on an unparsable CONNECT without an -ERR
             return False
         srv = self.server
-        if srv.auth_required and not srv.check_auth(o.user, o.pass_, o.auth_token):
+        if srv.auth_required and not srv.check_auth(o.user or "", o.pass_ or "", o.auth_token or ""):
             self.fail(errors.AUTH_VIOLATION)
             return False
         if self._auth_timer:
             self._auth_timer.cancel()
             self._auth_timer = None
         self.connected = True
-        if o.verbose is not msgspec.UNSET:
+        # a field left out, or null, keeps its value
+        if isinstance(o.verbose, bool):
             self.verbose = o.verbose
-        if o.pedantic is not msgspec.UNSET:
+        if isinstance(o.pedantic, bool):
             self.pedantic = o.pedantic
-        if o.echo is not msgspec.UNSET:
+        if isinstance(o.echo, bool):
             self.no_echo = not o.echo
-        if o.headers is not msgspec.UNSET:
+        if isinstance(o.headers, bool):
             self.headers = o.headers
-        if o.no_responders is not msgspec.UNSET:
+        if isinstance(o.no_responders, bool):
             self.no_responders = o.no_responders
-        self.name, self.lang, self.version = o.name, o.lang, o.version
+        if self.no_responders and not self.headers:  # nats-server's check, after authentication
+            self.fail(errors.NO_RESPONDERS_REQUIRES_HEADERS)
+            return False
+        self.name, self.lang, self.version = o.name or "", o.lang or "", o.version or ""
         if self.verbose:
             self.write(OK)
         return True
@@ -324,7 +353,7 @@ class NatsSession(ReadTurns, BufferedConnection):
 
     def _no_responders(self, reply: str, subject: str) -> None:
         for sub in list(self.subs.values()):
-            if subject_matches(sub.subject, reply):
+            if not sub.queue and subject_matches(sub.subject, reply):  # (nats-server: none to a queue sub)
                 self._frame(sub, reply, None, NO_RESPONDERS_HDR % subject.encode(), b"")
                 return
 
@@ -376,7 +405,9 @@ class NatsSession(ReadTurns, BufferedConnection):
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
             self._remove(sub)
         if self._out_size > self.max_pending:
-            self.slow_consumer()
+            # this turn's deliveries alone pass the limit: hand them to the socket now; `_flush`
+            # judges what the client has not taken
+            self._flush()
         elif self._backlog:  # a reader that is already behind: count what it is given at once
             self.budget.account(self, self._backlog + len(frame))
             self._behind()
@@ -411,7 +442,9 @@ class NatsSession(ReadTurns, BufferedConnection):
         if sub.max_msgs and sub.delivered >= sub.max_msgs:
             self._remove(sub)
         if self._out_size > self.max_pending:
-            self.slow_consumer()
+            # this turn's deliveries alone pass the limit: hand them to the socket now; `_flush`
+            # judges what the client has not taken
+            self._flush()
         elif self._backlog:
             self.budget.account(self, self._backlog + len(frame))
             self._behind()
@@ -419,8 +452,41 @@ class NatsSession(ReadTurns, BufferedConnection):
     def _behind(self) -> None:
         """Delivery to a reader whose socket is full: past STALL_BACKLOG_BYTES, slow the producer."""
         p = self.server.producer
-        if p is not None and p is not self and self._backlog > STALL_BACKLOG_BYTES:
+        if p is not None and p is not self and self._backlog > self._stall_at:
             p._stall(self)
+
+    def _flush(self) -> None:
+        """BufferedConnection._flush, except for what passes max_pending (see `_over_limit`)."""
+        self._flush_scheduled = False
+        t = self.transport
+        if self.closed or not self._out or t is None:
+            return
+        out, self._out = self._out, []
+        self.bytes_out += self._out_size
+        self._out_size = 0
+        t.writelines(out) if len(out) > 1 else t.write(out[0])
+        size = t.get_write_buffer_size()
+        if size > self.max_pending:
+            self._over_limit(size)
+            return
+        self._over_since = 0.0
+        if self._backlog:  # writing is paused: keep this backlog's count current
+            self.budget.account(self, self.backlog_size())
+
+    def _over_limit(self, size: int) -> None:
+        """The socket holds `size` (> max_pending) bytes the client has not taken. Only a burst
+        handed over just now is forgiven, and briefly: past SLOW_GRACE_S over the limit, or
+        SLOW_SLACK_BYTES beyond it, the connection is a slow consumer. Meanwhile its producers stall."""
+        now = self._loop.time()
+        if size > self.max_pending + SLOW_SLACK_BYTES or (
+                self._over_since and now - self._over_since > SLOW_GRACE_S):
+            self.slow_consumer()
+            return
+        if not self._over_since:
+            self._over_since = now
+        if self._backlog:  # (writing is paused: the transport told us at its high-water mark)
+            self.budget.account(self, self.backlog_size())
+            self._behind()
 
     def _reply_sub(self, subject: str) -> Subscription | None:
         """This connection's own plain subscription that receives `subject` (cached per parent)."""
@@ -468,8 +534,9 @@ class NatsSession(ReadTurns, BufferedConnection):
         sub.delivered += 1
         self.bytes_out += len(frame)
         t.write(frame)
-        if t.get_write_buffer_size() > self.max_pending:
-            self.slow_consumer()
+        size = t.get_write_buffer_size()
+        if size > self.max_pending:
+            self._over_limit(size)
         return True
 
     def reply_many(self, subjects: list[str], payloads: list[bytes]) -> None:
@@ -499,8 +566,13 @@ class NatsSession(ReadTurns, BufferedConnection):
         return self._out_size + (t.get_write_buffer_size() if t is not None else 0)
 
     def refuse(self, refusal: Refusal) -> None:
-        """A non-fatal -ERR (the connection stays open), in nats-server's words."""
+        """A non-fatal -ERR (the connection stays open), in nats-server's words. A fire-and-forget
+        publish to a missing or full mailbox says nothing: NATS clients close on any -ERR but a
+        permissions one, and SPEC §4 has those sends dropped (and counted); a request gets the
+        error reply instead."""
         kind = refusal.kind
+        if kind is RefusalKind.NO_DESTINATION or kind is RefusalKind.QUOTA_EXCEEDED:
+            return
         if kind is RefusalKind.PERMISSION_SUBSCRIBE:
             text = errors.permissions_sub(refusal.subject)
         elif kind is RefusalKind.PERMISSION_PUBLISH:
@@ -570,6 +642,20 @@ class NatsSession(ReadTurns, BufferedConnection):
         self._auth_timer = None
         if not self.connected:
             self.fail(errors.AUTH_TIMEOUT)
+
+
+def _reserved_reply(reply: str) -> bool:
+    if reply.startswith(RESERVED_REPLY_PREFIXES):
+        return reply.startswith("_R_.") or len(reply) > (5 if reply[0] == "_" else 8)
+    return False
+
+
+_RESERVED_REPEAT = itertools.repeat(RESERVED_REPLY_PREFIXES)  # (endless: shared by every call)
+
+
+def _any_reserved(replies: list[str]) -> bool:
+    """Whether any reply of a pipelined burst is reserved (a C-level scan first: usually none)."""
+    return any(map(str.startswith, replies, _RESERVED_REPEAT)) and any(map(_reserved_reply, replies))
 
 
 def _valid_queue(q: str) -> bool:
