@@ -82,6 +82,39 @@ def create_mailbox(port: int) -> str:
 SPY_FILTERS = ["$mq9/#", "$mq9/AI/+/MSG/+", "$mq9/AI/MAILBOX/#", "$mq9/AI/MAILBOX/MSG/+"]
 
 
+def test_retained_copies_under_mq9_topics_left_by_an_older_version_are_dropped_at_start(tmp_path: Any) -> None:
+    """A data directory from before owners' topics were kept out of the retained store: its copies
+    under `$mq9/AI/` are deleted when the server starts; other retained topics stay."""
+    from robustmq.core_log import SegmentLog, Store
+    from robustmq.frontends.mqtt.retained import META_NAMESPACE
+
+    data = str(tmp_path / "d")
+    log = SegmentLog(Store(data), writer_thread=False)
+    enc = msgspec.msgpack.Encoder()
+    log.put_meta(META_NAMESPACE, "$mq9/AI/MAILBOX/MSG/mail-old-leak", enc.encode(RetainedMessage(b"secret")))
+    log.put_meta(META_NAMESPACE, "home/lamp", enc.encode(RetainedMessage(b"lit")))
+    log.flush()
+    log.close()
+    srv = RobustMQ(data_dir=data, mqtt=True).start()
+    try:
+        spy = Paho(srv.mqtt_port, V5, "spy")
+        spy.subscribe("#", 0)
+        spy.subscribe("$mq9/#", 0)
+        m = spy.next()
+        assert (m.topic, m.payload) == ("home/lamp", b"lit")
+        assert spy.nothing(0.5)
+        spy.close()
+    finally:
+        srv.stop()
+    log = SegmentLog(Store(data), writer_thread=False)
+    try:
+        assert log.get_meta(META_NAMESPACE, "$mq9/AI/MAILBOX/MSG/mail-old-leak") is None
+        assert log.get_meta(META_NAMESPACE, "home/lamp") is not None
+    finally:
+        log.close()
+    srv.cleanup()
+
+
 def test_retained_send_to_a_mailbox_never_leaks_its_mail_id(robustmq_port: int) -> None:
     """SPEC §4: the mail_id is a capability. A retained PUBLISH (or a retained will) to a mailbox
     topic is sent into the mailbox, and no retained copy exists for a `$mq9/…` wildcard to find."""

@@ -82,6 +82,12 @@ class RetainedStore:
             self._watched = seq
             log.on_commit(seq, lambda: self._written(seq), lambda _exc: self._written(seq))
 
+    def drop_prefix(self, prefix: str) -> None:
+        """Clear every retained message whose topic starts with `prefix` (one range delete)."""
+        self.log.delete_meta_prefix(META_NAMESPACE, prefix)
+        for topic in [t for t in self._unwritten if t.startswith(prefix)]:
+            del self._unwritten[topic]
+
     def _written(self, seq: int) -> None:
         """Batch `seq` is written (or failed: its changes are lost with the publishes that made them)."""
         done = [t for t, (s, _) in self._unwritten.items() if s <= seq]

@@ -17,6 +17,7 @@ from collections.abc import Collection
 import msgspec
 
 from robustmq.config import Config
+from robustmq.frontends.mqtt.mapping import delivery_topic
 from robustmq.frontends.mqtt.packets import MQTT_5, Will
 from robustmq.frontends.mqtt.persistent import SessionState, load_sessions
 from robustmq.frontends.mqtt.properties import WILL, PacketError, encode_properties, read_properties
@@ -57,6 +58,10 @@ class MqttServer:
         self.conns = self.table.conns  # open connections by id
         self.clients: dict[str, MqttSession] = {}  # client id -> its connected session
         self.retained = RetainedStore(router.log)
+        for owner in router.owners:
+            # no retained copy lives under an owner's topics (`$mq9/AI/…`: a mail_id must never leak
+            # to a wildcard); drop any an earlier version stored, in one range delete
+            self.retained.drop_prefix(delivery_topic(owner.prefix + "x")[:-1])
         # persistent sessions (clean session 0 / session expiry > 0), connected or not
         self.sessions: dict[str, SessionState] = {}
         self.auth_required = bool(cfg.user or cfg.token)
