@@ -245,6 +245,46 @@ def test_qos2_awaiting_release_survives_a_restart(fresh_server: RobustMQ) -> Non
         s.stop()
 
 
+def test_an_outbound_qos2_message_pubreced_before_a_kill9_gets_its_pubrel_not_the_publish_again(
+        fresh_server: RobustMQ) -> None:
+    """4.3.3: once the subscriber PUBRECs, the server owes only PUBREL. The release is stored before
+    the PUBREL leaves, so after a kill -9 the reconnecting subscriber gets PUBREL again, never the
+    PUBLISH (paho delivers a QoS 2 message at PUBREL and forgets it: a resent PUBLISH was delivered
+    twice)."""
+    s = RobustMQ(data_dir=fresh_server.data_dir, mqtt=True).start()
+    try:
+        kw: dict[str, Any] = {"clean_start": False}
+        sub = raw(s.mqtt_port, MQTT_311, "q2out-sub", **kw)
+        sub.send(Subscribe(1, (Subscription("q2out/#", 2),)))
+        assert isinstance(sub.read(), SubAck)
+        p = raw(s.mqtt_port, MQTT_311, "q2out-pub")
+        p.send(Publish("q2out/x", b"exactly-once", 2, packet_id=3))
+        assert p.read() == PubRec(3)
+        p.send(PubRel(3))
+        assert p.read() == PubComp(3)
+        [m] = publishes(sub, 0.5)
+        sub.send(PubRec(m.packet_id))
+        assert sub.read() == PubRel(m.packet_id)  # (no PUBCOMP: the crash comes first)
+        s.kill9()
+        p.close()
+        sub.close()
+        s.start()
+        sub = raw(s.mqtt_port, MQTT_311, "q2out-sub", **kw)
+        got = []
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                got.append(sub.read(0.3))
+            except TimeoutError:  # nothing more came
+                break
+        assert got == [PubRel(m.packet_id)], got
+        sub.send(PubComp(m.packet_id))
+        assert publishes(sub, 0.3) == []
+        sub.close()
+    finally:
+        s.stop()
+
+
 # ------------------------------------------------------------------------------------ 4: expiry
 def test_message_expiring_behind_the_receive_maximum_is_not_delivered(broker: str, port: int) -> None:
     """MQTT 5 3.3.2.3.3: a message whose Message Expiry Interval passes while it waits for room in

@@ -461,9 +461,11 @@ class Mq9Layer:
             if parsed is None:
                 return Refusal(RefusalKind.PERMISSION_SUBSCRIBE, subject,
                                "a wildcard in the mail-id position could reveal other mailboxes")
-            mail_id, mask, sdk_spelling = parsed
-            sdk = sdk_spelling or is_sdk_client(sub.conn)
-            self._taken[sub] = self.delivery.add(sub, mail_id, mask, sdk)
+            mail_id, mask, _ = parsed
+            # the SDK's dialect (an envelope body) only for the SDK itself, known by its CONNECT
+            # name: a `.low` / `.high` filter of any other client (the nats CLI, robustmq's own CLI,
+            # an MQTT device on `…/low`) gets the payload untouched, as §4 says
+            self._taken[sub] = self.delivery.add(sub, mail_id, mask, is_sdk_client(sub.conn))
             return None
         # other $mq9.AI.* filters are plain subscriptions; mailbox traffic never reaches them
         self.router.subscribe_plain(sub)

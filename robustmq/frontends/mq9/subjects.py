@@ -66,7 +66,8 @@ def parse_send_subject(subject: str) -> tuple[str, str, dict[str, int | str], in
 
 def parse_msg_subject(rest: str) -> tuple[str, int, bool] | None:
     """`<mail_id>[.critical|.urgent|.normal|.high|.low|.*]` (a subscription) -> (mail_id, priority
-    mask, SDK spelling). None when the mail-id position holds a wildcard (it could reveal mailboxes)."""
+    mask, whether the suffix is one of the SDK's names). None when the mail-id position holds a
+    wildcard (it could reveal mailboxes)."""
     mail_id, dot, last = rest.rpartition(".")
     if dot and last in _FILTER_MASK:
         mask, sdk = _FILTER_MASK[last], last in SDK_SUFFIXES

@@ -83,6 +83,9 @@ class Entry(msgspec.Struct, array_like=True):
     sub_ids: list[int] = []
     response: str | None = None
     pid: int = 0
+    # QoS 2 and PUBRECed: only its PUBREL is owed (resent on reconnect and after a restart, never
+    # the PUBLISH again: the client may have delivered it already, 4.3.3)
+    released: bool = False
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -239,8 +242,16 @@ class OfflineSession:
             retain = False
         if qos == 0:  # QoS 0 messages are not kept for an offline client (spec 3.1.2.4 allows it)
             return
+        if any(subject.startswith(o.prefix) for o in srv.router.owners):
+            # a mailbox keeps its messages itself, in priority order, and forgets deleted and
+            # expired ones: the reconnect's subscribe replays them (a queued copy would come in
+            # arrival order, outlive a DELETE or the mailbox's TTL, and repeat after a restart)
+            return
+        topic = delivery_topic(subject)
+        if "+" in topic or "#" in topic:
+            return  # a NATS subject no MQTT topic can name (3.3.2-2)
         cur = srv.router.current
-        entry = Entry(delivery_topic(subject), qos, retain=retain,
+        entry = Entry(topic, qos, retain=retain,
                       sub_ids=[sub.sub_id] if sub.sub_id is not None else [],
                       response=delivery_topic(reply) if reply else None)
         if cur is not None:

@@ -325,10 +325,19 @@ class MqttSession(ReadTurns, BufferedConnection):
         self.subs = st.subs
         self._filters = st.filters
         self._qos2_in = st.qos2_in  # inbound QoS 2 awaiting PUBREL is session state (4.3.3)
+        owned = []
         for sub in st.subs.values():
             sub.conn = self
+            if self._owned_subject(sub.subject):
+                owned.append(sub)
         st.expires_at = 0.0
         st.save()
+        for sub in owned:
+            # a mailbox subscription (mq9): nothing was queued for it while the client was away;
+            # subscribing again replays the mailbox (critical, urgent, normal, low; no deleted or
+            # expired message), as every mq9 subscribe does
+            self.router.unsubscribe(sub)
+            self.router.subscribe(sub)
 
     def detach(self) -> None:
         """The connection ends: its persistent session goes offline (or ends, expiry 0)."""
@@ -357,6 +366,10 @@ class MqttSession(ReadTurns, BufferedConnection):
         now = time.monotonic()
         inflight, st.inflight = st.inflight, {}
         for pid, out in inflight.items():
+            if not out.released and self._owned(out.topic):
+                if out.seq:  # a mailbox message: the subscription's replay sends it again
+                    st.remove(out.seq)
+                continue
             self._inflight[pid] = out
             out.sent_at = now
             if out.released:
@@ -456,6 +469,9 @@ class MqttSession(ReadTurns, BufferedConnection):
             srv.publishing, srv.publish_qos, srv.publish_retain = saved
         if qos:  # PUBACK, short form (success), for each packet id in order
             self._queue_ack(receipt, _PUBACK + _PUBACK.join(ev.packet_ids))
+
+    def _owned_subject(self, subject: str) -> bool:
+        return any(subject.startswith(o.prefix) for o in self.router.owners)
 
     def _owned(self, topic: str) -> bool:
         """Whether `topic`'s subject belongs to a subject owner (mq9's `$mq9.AI.`): the owner keeps
@@ -666,7 +682,10 @@ class MqttSession(ReadTurns, BufferedConnection):
             qos = min(sub.qos, FOREIGN_QOS)
             retain = False
         if sub._subject is not subject:
-            sub.set_subject(subject, delivery_topic(subject))
+            topic = delivery_topic(subject)
+            if "+" in topic or "#" in topic:
+                return None  # a NATS subject no MQTT topic can name (3.3.2-2: no wildcards in a topic)
+            sub.set_subject(subject, topic)
         return qos, retain
 
     def deliver(self, sub: MqttSubscription, subject: str, reply: str | None, headers: Headers | None,
@@ -908,6 +927,12 @@ class MqttSession(ReadTurns, BufferedConnection):
             self._drain_queue()
             return
         out.released = True
+        st = self.state
+        if out.seq and st is not None:
+            # stored before the PUBREL leaves: after a crash the PUBREL is resent, not the PUBLISH
+            st.put(Entry(out.topic, 2, pid=ev.packet_id, released=True), out.seq)
+            self._ack_when_durable(None, PubRel(ev.packet_id))
+            return
         self.send(PubRel(ev.packet_id))
 
     def _drain_queue(self) -> None:
@@ -983,6 +1008,20 @@ class MqttSession(ReadTurns, BufferedConnection):
         lg = self.router.log
         while st.pending and len(self._inflight) < self._window and not self.closed:
             seq, e = st.pending[0]
+            if e.released:  # PUBRECed before a restart: only the PUBREL is owed
+                st.pending.popleft()
+                if e.pid in self._inflight:
+                    st.remove(seq)
+                    continue
+                rel = Outgoing(e.topic, b"", 2, False, NO_PROPERTIES)
+                rel.released, rel.seq, rel.sent_at = True, seq, time.monotonic()
+                self._inflight[e.pid] = rel
+                self.send(PubRel(e.pid))
+                continue
+            if self._owned(e.topic):  # queued by an older version for a mailbox: the replay has it
+                st.pending.popleft()
+                st.remove(seq)
+                continue
             payload, user = e.payload, e.user
             m = None
             if e.stream is not None:
