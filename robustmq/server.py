@@ -79,7 +79,9 @@ class Broker:
         while True:
             await asyncio.sleep(self.cfg.retention_check_interval_s)
             try:
-                if not self.log.apply_retention():
+                # a pass that dropped nothing may still find ranges to compact: deleted streams
+                # (an expired mailbox) leave theirs for it
+                if not self.log.apply_retention() and not self.log.has_reclaimable:
                     continue
                 await self.log.committed()  # the range deletes must be on disk before compacting them
                 # range deletes only hide records; compacting the ranges frees the disk now. In a thread

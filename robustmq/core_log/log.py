@@ -387,6 +387,11 @@ class SegmentLog:
         self._over_bytes.discard(name)
         b.delete(k.stream_key(name))
         self._batch_len += 1
+        if s.segments and len(self._reclaim) < RECLAIM_MAX_RANGES:
+            # the range delete only hides the records: the retention pass compacts this range
+            # next, so an expired mailbox's disk comes back while the server runs
+            rp = k.record_prefix(s.sid)
+            self._reclaim.append((rp, k.prefix_end(rp)))
         s.gone = True
         s.segments.clear()
         self._pending_total -= s.pending_bytes + RECORD_OVERHEAD * len(s.pending)
@@ -1030,8 +1035,13 @@ class SegmentLog:
             self._reclaim.append((s.kprefix + lo.to_bytes(8, "big"), s.kprefix + hi.to_bytes(8, "big")))
         return dropped
 
+    @property
+    def has_reclaimable(self) -> bool:
+        return bool(self._reclaim)
+
     def take_reclaimable(self) -> list[tuple[bytes, bytes]]:
-        """Record key ranges retention dropped since the last call, for `Store.compact_ranges`.
+        """Record key ranges retention (or a stream's deletion) dropped since the last call, for
+        `Store.compact_ranges`.
 
         A range delete only hides records; RocksDB frees their space when it compacts that range.
         Compact only after the retention batch is committed, or there is nothing to drop yet.

@@ -8,11 +8,10 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import nats
 import pytest
-from procs import RobustMQ
+from procs import RobustMQ, disk_usage
 
 from robustmq.core_log import SegmentLog, Store
 
@@ -119,11 +118,6 @@ async def test_a_flush_after_only_unlogged_publishes_is_answered_at_once(fresh_s
     writer.write(b"PING\r\n")
     assert await asyncio.wait_for(reader.readline(), 2) == b"PONG\r\n"
     writer.close()
-
-
-def disk_usage(path: str) -> int:
-    """Bytes of every file under path (what `du` counts, near enough)."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 async def flood(port: int, subject: bytes, n: int, size: int, max_s: float,

@@ -447,7 +447,7 @@ async def test_client_with_headers_gets_hmsg(server) -> None:
 # --------------------------------------------------------------------------------------- wildcards
 
 
-@pytest.mark.parametrize("subject", ["$mq9.AI.MAILBOX.MSG.*", "$mq9.AI.MAILBOX.MSG.>"])
+@pytest.mark.parametrize("subject", ["$mq9.AI.MAILBOX.MSG.*", "$mq9.AI.MAILBOX.MSG.>", "$mq9.AI.MAILBOX.MSG.#"])
 async def test_wildcard_in_mail_id_position_is_refused(server, subject: str) -> None:
     nc = await connect(server.nats_url)
     mid = await create(nc)
@@ -472,7 +472,7 @@ async def test_wildcard_in_mail_id_position_is_refused(server, subject: str) -> 
     await nc.close()
 
 
-@pytest.mark.parametrize("subject", ["$mq9.AI.MAILBOX.MSG.*", "$mq9.AI.MAILBOX.MSG.>"])
+@pytest.mark.parametrize("subject", ["$mq9.AI.MAILBOX.MSG.*", "$mq9.AI.MAILBOX.MSG.>", "$mq9.AI.MAILBOX.MSG.#"])
 async def test_wildcard_refusal_exact_err_text(server, subject: str) -> None:
     raw = await RawClient.connect(server.nats_port, headers=True)
     await raw.send(f"SUB {subject} 1\r\n".encode())

@@ -73,7 +73,9 @@ def parse_msg_subject(rest: str) -> tuple[str, int, bool] | None:
         mask, sdk = _FILTER_MASK[last], last in SDK_SUFFIXES
     else:
         mail_id, mask, sdk = rest, 1 << P_NORMAL, False
-    if not mail_id or any(t in ("*", ">") or not t for t in mail_id.split(".")):
+    # `#` too: a literal token to NATS, but the seed shows `MSG.#` among the refused filters, and no
+    # mail_id holds one (a stranger trying it learns it is refused, not that it silently matches nothing)
+    if not mail_id or any(t in ("*", ">", "#") or not t for t in mail_id.split(".")):
         return None
     return mail_id, mask, sdk
 
