@@ -398,3 +398,27 @@ def test_v5_send_to_a_full_or_missing_mailbox_is_refused_in_the_puback(small_mai
         v3.close()
     finally:
         c.close()
+
+
+def test_offline_queues_are_bounded_in_total(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §8, bounded in total: past MAX_QUEUED_TOTAL entries over all sessions, new messages for
+    offline sessions are dropped and counted; a session that ends gives its share back."""
+    from types import SimpleNamespace
+
+    from robustmq.core_log import SegmentLog, Store
+    from robustmq.frontends.mqtt import persistent
+
+    monkeypatch.setattr(persistent, "MAX_QUEUED_TOTAL", 3)
+    log = SegmentLog(Store(str(tmp_path / "d")), writer_thread=False)
+    try:
+        srv: Any = SimpleNamespace(router=SimpleNamespace(log=log), queued_total=0)
+        a = persistent.SessionState(srv, "a", MQTT_311, 300)
+        b = persistent.SessionState(srv, "b", MQTT_311, 300)
+        results = [st.push(persistent.Entry("t", 1, payload=b"x")) for st in (a, b, a, b, a)]
+        assert results == [True, True, True, False, False]
+        assert srv.queued_total == 3 and (a.dropped, b.dropped) == (1, 1)
+        a.drop()  # its two entries leave the total
+        assert srv.queued_total == 1
+        assert b.push(persistent.Entry("t", 1, payload=b"y"))
+    finally:
+        log.close()

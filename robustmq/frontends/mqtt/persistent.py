@@ -47,6 +47,10 @@ MAX_SESSION_EXPIRY_S = NEVER
 # flight. Past it new messages for that session are dropped and counted (`SessionState.dropped`):
 # the oldest ones, which the client is owed first, are kept (as mosquitto's max_queued_messages).
 MAX_QUEUED = 100_000
+# ... and all sessions together (SPEC §8: bounded in total): a queued entry costs a few hundred
+# bytes of memory, so 500 offline sessions under one busy topic cannot grow the server by gigabytes.
+# Past it, new messages for offline sessions are dropped and counted the same way.
+MAX_QUEUED_TOTAL = 500_000
 
 SESSION_NS = "mqtt.session"
 QUEUE_NS = "mqtt.sessionq"
@@ -138,10 +142,12 @@ class SessionState:
 
     def push(self, entry: Entry) -> bool:
         """Queue a message for later sending; False (dropped) past MAX_QUEUED."""
-        if self.count() >= MAX_QUEUED:
+        srv = self.server
+        if self.count() >= MAX_QUEUED or srv.queued_total >= MAX_QUEUED_TOTAL:
             self.dropped += 1
             return False
         self.pending.append((self.put(entry), entry))
+        srv.queued_total += 1
         return True
 
     def remove(self, seq: int) -> None:
@@ -185,6 +191,7 @@ class SessionState:
                 router.unsubscribe(sub)
         self.subs.clear()
         self.filters.clear()
+        self.server.queued_total = max(0, self.server.queued_total - len(self.pending))
         self.pending.clear()
         self.inflight.clear()
         self.qos2_in.clear()
@@ -322,6 +329,7 @@ def load_sessions(server: MqttServer) -> dict[str, SessionState]:
         st3.qos2_in.add(int.from_bytes(key[-2:], "big"))
     for st in out.values():
         st.save()
+        server.queued_total += len(st.pending)
     if out:
         log.info("restored %d persistent MQTT sessions", len(out))
     return out

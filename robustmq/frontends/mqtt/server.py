@@ -64,6 +64,7 @@ class MqttServer:
             self.retained.drop_prefix(delivery_topic(owner.prefix + "x")[:-1])
         # persistent sessions (clean session 0 / session expiry > 0), connected or not
         self.sessions: dict[str, SessionState] = {}
+        self.queued_total = 0  # entries queued in all of them (persistent.MAX_QUEUED_TOTAL)
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
         self.port = cfg.mqtt_port

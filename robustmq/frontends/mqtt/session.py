@@ -1005,6 +1005,14 @@ class MqttSession(ReadTurns, BufferedConnection):
     def _drain_state(self, st: SessionState) -> None:
         """Send the session's queued messages while the window has room, reading each referenced
         record back from the log (one that retention dropped is skipped: spec allows the loss)."""
+        before = len(st.pending)
+        try:
+            self._drain_state_entries(st)
+        finally:
+            srv = self.server  # what left the queue leaves the server-wide count (MAX_QUEUED_TOTAL)
+            srv.queued_total = max(0, srv.queued_total - (before - len(st.pending)))
+
+    def _drain_state_entries(self, st: SessionState) -> None:
         lg = self.router.log
         while st.pending and len(self._inflight) < self._window and not self.closed:
             seq, e = st.pending[0]
