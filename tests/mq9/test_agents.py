@@ -412,3 +412,29 @@ async def test_registry_survives_restart_and_kill9(fresh_server: RobustMQ) -> No
     assert boxes(await discover(nc)) == names[2:] + [last]
     assert boxes(await discover(nc, text="crash")) == [last]
     await nc.close()
+
+
+def test_the_registry_is_bounded_in_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cards and reports together are capped (SPEC §8, bounded in total), whatever their count; an
+    agent that unregisters gives its share back. (In-process: the cap is lowered for the test.)"""
+    from robustmq.frontends.mq9 import agents
+    from robustmq.frontends.mq9.mailboxes import Mq9Error
+
+    class Boxes:
+        def get(self, name: str) -> object:
+            return object()
+
+    reg = agents.AgentRegistry(None, Boxes())  # type: ignore[arg-type]
+    reg.text = type("T", (), {"put": lambda *a: None, "delete": lambda *a: None})()  # type: ignore[assignment]
+    reg.semantic = reg.text  # type: ignore[assignment]
+    reg.log = type("L", (), {"put_meta": lambda *a: None, "delete_meta": lambda *a: None})()  # type: ignore[assignment]
+    monkeypatch.setattr(agents, "MAX_REGISTRY_BYTES", 300)
+    card = lambda name, pad: json.dumps({"mailbox": name, "description": "x" * pad}).encode()  # noqa: E731
+    reg.register(card("a.one", 100))
+    reg.register(card("a.two", 100))
+    with pytest.raises(Mq9Error, match="registry is full"):
+        reg.register(card("a.three", 100))
+    reg.register(card("a.two", 50))  # a re-register is measured against what it replaces
+    reg.unregister(json.dumps({"mailbox": "a.one"}).encode())
+    reg.register(card("a.three", 100))
+    assert len(reg) == 2

@@ -45,6 +45,10 @@ AGENT_NS = "mq9.agent"
 MAX_CARD_BYTES = 16 * 1024
 MAX_REPORT_BYTES = 4 * 1024
 MAX_AGENTS = 100_000
+# the cards and reports of all agents together: they are held in memory with both search indexes
+# (about three times their size), so a registry of the largest cards stays bounded in total
+# (SPEC §8): 64 MiB of cards is ~200 MB of memory, where 100,000 cards of 16 KiB would be ~5 GB
+MAX_REGISTRY_BYTES = 64 << 20
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 50
 MAX_PAGE = 10_000
@@ -114,6 +118,7 @@ class AgentRegistry:
         self._by_row: dict[int, str] = {}
         self._rows = itertools.count(1)
         self._seq = 0
+        self.nbytes = 0  # cards and reports held (MAX_REGISTRY_BYTES)
         self.text: TextIndex | None = None
         self.semantic: SemanticIndex | None = None
 
@@ -134,6 +139,7 @@ class AgentRegistry:
             row = next(self._rows)
             self._entries[mailbox] = (row, entry)
             self._by_row[row] = mailbox
+            self.nbytes += _size(entry)
             card = msgspec.json.decode(entry.card)
             self.text.put(row, None, *card_text(card))
             self.semantic.put(mailbox, card_prose(card))
@@ -167,11 +173,17 @@ class AgentRegistry:
         raw, card, mailbox = parse_object(body, "agent card")
         if self.mailboxes.get(mailbox) is None:
             raise Mq9Error(f"mailbox {mailbox} does not exist: create it before registering the agent")
-        old = self._entries.pop(mailbox, None)
+        old = self._entries.get(mailbox)
         if old is None and len(self._entries) >= MAX_AGENTS:
             raise Mq9Error(f"the agent registry is full ({MAX_AGENTS} agents)")
+        freed = _size(old[1]) if old is not None else 0
+        if self.nbytes - freed + len(raw) > MAX_REGISTRY_BYTES:
+            raise Mq9Error(f"the agent registry is full ({self.nbytes} bytes of cards; at most "
+                           f"{MAX_REGISTRY_BYTES}): unregister agents first")
         if old is not None:
+            del self._entries[mailbox]
             del self._by_row[old[0]]
+        self.nbytes += len(raw) - freed
         self._seq += 1
         entry = AgentEntry(raw, self._seq, now_ms())
         row = next(self._rows)
@@ -193,6 +205,11 @@ class AgentRegistry:
         if cur is None:
             raise Mq9Error(f"agent {mailbox} is not registered: REGISTER it first")
         row, entry = cur
+        grow = len(raw) - len(entry.report or b"")
+        if self.nbytes + grow > MAX_REGISTRY_BYTES:
+            raise Mq9Error(f"the agent registry is full ({self.nbytes} bytes of cards; at most "
+                           f"{MAX_REGISTRY_BYTES})")
+        self.nbytes += grow
         entry = AgentEntry(entry.card, entry.seq, entry.registered_ms, raw, now_ms())
         self._entries[mailbox] = (row, entry)
         self.log.put_meta(AGENT_NS, mailbox, _entry_enc.encode(entry))
@@ -203,6 +220,7 @@ class AgentRegistry:
         if cur is None:
             return False
         del self._by_row[cur[0]]
+        self.nbytes -= _size(cur[1])
         self.log.delete_meta(AGENT_NS, mailbox)
         if self.text is not None and self.semantic is not None:
             self.text.delete(cur[0])
@@ -268,3 +286,7 @@ class AgentRegistry:
             body = _json.encode({"error": f"discover failed: {exc}"})
         if not origin.closed:
             origin.reply(reply, body)
+
+
+def _size(entry: AgentEntry) -> int:
+    return len(entry.card) + len(entry.report or b"")
