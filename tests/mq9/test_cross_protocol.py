@@ -23,6 +23,7 @@ from .helpers import (
     msg_subject,
     priority,
     send,
+    unique_name,
 )
 
 VERSIONS = [pytest.param(mqtt.MQTTv311, id="v3.1.1"), pytest.param(mqtt.MQTTv5, id="v5")]
@@ -118,6 +119,28 @@ async def test_mqtt_publish_to_dotted_public_mailbox(mqtt_server) -> None:
     await nc.close()
 
 
+async def test_a_dotted_public_mailbox_is_delivered_on_the_subscriber_s_own_spelling(mqtt_server) -> None:
+    """A public name holds dots; an MQTT subscriber may write it as one level (`q.jobs`) or as
+    several (`q/jobs`): either way each message arrives on a topic its filter matches."""
+    nc = await connect(mqtt_server.nats_url)
+    name = "q" + unique_name("dots").replace("-", "").lower() + ".jobs"
+    await create_public(nc, name, ttl=60)
+    await send(nc, name, b"u", "urgent")
+    await send(nc, name, b"n")
+    for spelling in (name, name.replace(".", "/")):
+        flt = f"$mq9/AI/MAILBOX/MSG/{spelling}/+"
+        got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        mq = await MqttClient.connect(mqtt_server.mqtt_port, "dots-" + spelling.replace("/", "-"), mqtt.MQTTv311)
+        mq.c.message_callback_add(flt, lambda c, u, m, got=got: got.put(m))
+        mq.c.subscribe(flt, 1)
+        msgs = [await asyncio.to_thread(got.get, True, 5) for _ in range(2)]
+        assert [(m.topic, m.payload) for m in msgs] == [
+            (f"$mq9/AI/MAILBOX/MSG/{spelling}/urgent", b"u"), (f"$mq9/AI/MAILBOX/MSG/{spelling}/normal", b"n")]
+        assert all(mqtt.topic_matches_sub(flt, m.topic) for m in msgs)
+        await mq.close()
+    await nc.close()
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_mqtt_send_to_missing_mailbox_is_acked_and_dropped(mqtt_server, version: int) -> None:
     """Like a NATS fire-and-forget send (SPEC §4): dropped and counted, the connection stays."""
@@ -141,8 +164,9 @@ async def test_mqtt_v5_subscriber_gets_mailbox_replay_with_msg_ids(mqtt_server) 
     first = await asyncio.to_thread(got.get, True, 5)
     second = await asyncio.to_thread(got.get, True, 5)
     assert (first.topic, first.payload) == (f"$mq9/AI/MAILBOX/MSG/{mid}/critical", b"critical one")
-    # normal messages keep their send subject (no suffix), exactly as NATS subscribers see them
-    assert (second.topic, second.payload) == (f"$mq9/AI/MAILBOX/MSG/{mid}", b"normal one")
+    # every topic matches the filter it came through: `…/<id>/+` gets normal ones as `…/<id>/normal`
+    # (paho's per-filter callbacks, aiomqtt's filters, would drop `…/<id>`)
+    assert (second.topic, second.payload) == (f"$mq9/AI/MAILBOX/MSG/{mid}/normal", b"normal one")
     props = dict(first.properties.UserProperty)
     assert props["mq9-priority"] == "critical" and props["mq9-msg-id"].isdigit()
     await mq.close()

@@ -682,9 +682,12 @@ class MqttSession(ReadTurns, BufferedConnection):
             qos = min(sub.qos, FOREIGN_QOS)
             retain = False
         if sub._subject is not subject:
-            topic = delivery_topic(subject)
-            if "+" in topic or "#" in topic:
-                return None  # a NATS subject no MQTT topic can name (3.3.2-2: no wildcards in a topic)
+            if subject.startswith(MAILBOX_SUBJECT):
+                topic = mailbox_topic(subject, sub.filter)
+            else:
+                topic = delivery_topic(subject)
+                if "+" in topic or "#" in topic:
+                    return None  # a NATS subject no MQTT topic can name (3.3.2-2: no wildcards in a topic)
             sub.set_subject(subject, topic)
         return qos, retain
 
@@ -1152,6 +1155,31 @@ class MqttSession(ReadTurns, BufferedConnection):
     def shutdown(self) -> None:
         self._shutting_down = True  # the log closes right after: wills are not published now
         self._close(reasons.SERVER_SHUTTING_DOWN)
+
+
+MAILBOX_SUBJECT = "$mq9.AI.MAILBOX.MSG."
+MAILBOX_TOPIC = "$mq9/AI/MAILBOX/MSG/"
+_LEVELS = frozenset(("critical", "urgent", "normal", "low", "high"))
+
+
+def mailbox_topic(subject: str, filter_: str) -> str:
+    """The topic an mq9 mailbox message is delivered on to an MQTT subscription: the mail_id as the
+    subscriber spelled it in its filter (a dotted public name stays one level, `q.jobs`, or is
+    several, `q/jobs`, whichever it subscribed with), then the priority as a level when the filter
+    has one after the mail_id (`…/<id>/+` gets `…/<id>/normal` too), so the topic always matches
+    the filter it came through."""
+    if filter_.startswith(SHARE_PREFIX):  # `$share/<group>/<filter>`
+        filter_ = filter_.split("/", 2)[-1]
+    rest = subject[len(MAILBOX_SUBJECT):]
+    _, dot, last = rest.rpartition(".")
+    level = last if dot and last in _LEVELS else "normal"
+    f = filter_[len(MAILBOX_TOPIC):] if filter_.startswith(MAILBOX_TOPIC) else ""
+    mail, slash, tail = f.rpartition("/")
+    if slash and (tail in ("+", "#") or tail in _LEVELS):
+        return MAILBOX_TOPIC + mail + "/" + level
+    if f and not f.endswith(("+", "#")):
+        return MAILBOX_TOPIC + f  # `…/<id>`: normal only, on the filter's own topic
+    return delivery_topic(subject)
 
 
 def refusal_code(refusal: Refusal) -> int:
