@@ -117,3 +117,28 @@ async def test_a_subject_no_mqtt_topic_can_name_is_not_sent_to_mqtt(srv: RobustM
         await nc.flush()
         assert await drain(c, 0.8) == ["good"]
     await nc.close()
+
+
+async def test_an_mqtt_message_expiry_is_the_message_s_expiry_in_the_mailbox(srv: RobustMQ) -> None:
+    """An MQTT 5 send with Message Expiry Interval 1 s: once past, no reader of the mailbox gets it
+    (NATS replay, upstream FETCH), as with upstream's `mq9-ttl`; the one without an expiry stays."""
+    nc = await nats.connect(srv.nats_url)
+    mid = (await request(nc, "$mq9.AI.MAILBOX.CREATE", b'{"ttl": 120}'))["mail_id"]
+    async with aiomqtt.Client("127.0.0.1", srv.mqtt_port, protocol=aiomqtt.ProtocolVersion.V5,
+                              identifier=f"exp-{mid[-6:]}") as c:
+        p = Properties(PacketTypes.PUBLISH)
+        p.MessageExpiryInterval = 1
+        await c.publish(f"$mq9/AI/MAILBOX/MSG/{mid}", b"expires-in-1s", qos=1, properties=p)
+        await c.publish(f"$mq9/AI/MAILBOX/MSG/{mid}", b"no-expiry", qos=1)
+    await asyncio.sleep(1.6)
+    sub = await nc.subscribe(f"$mq9.AI.MAILBOX.MSG.{mid}.*")
+    got = []
+    try:
+        while True:
+            got.append((await sub.next_msg(timeout=0.5)).data)
+    except nats.errors.TimeoutError:
+        pass
+    assert got == [b"no-expiry"]
+    fetched = await request(nc, f"$mq9.AI.MSG.FETCH.{mid}", b'{"deliver": "earliest", "config": {"max_wait_ms": 0}}')
+    assert len(fetched["messages"]) == 1
+    await nc.close()

@@ -240,6 +240,8 @@ class Mq9Layer:
                     origin.refuse(Refusal(RefusalKind.QUOTA_EXCEEDED, subject, f"mailbox {mail_id} is full"))
                 return
             raise Mq9Error(f"mailbox {mail_id} is full ({held} messages); nothing was stored")
+        if headers:
+            meta = _with_mqtt_expiry(headers, meta)
         rec = Record(now, payload, None, _publisher_headers(headers) if headers else None, meta)
         off = log_.append(stream, rec)
         self.upstream.note_stored(mb, stream, off, 1, prio)
@@ -518,3 +520,12 @@ def _publisher_headers(headers: Headers) -> Headers | None:
     them on delivery; a forged `mq9-msg-id` or `mq9-priority` is never stored."""
     pairs = [kv for kv in headers if not kv[0].lower().startswith(b"mq9-")]
     return pairs or None
+
+
+def _with_mqtt_expiry(headers: Headers, meta: dict[str, Any]) -> dict[str, Any]:
+    """An MQTT 5 send's Message Expiry Interval (the `mqtt-expires-ms` header) is the message's
+    expiry in the mailbox too, as upstream's `mq9-ttl` is: hidden from every reader once past."""
+    for k, v in headers:
+        if k == b"mqtt-expires-ms" and v.isdigit():
+            return {**meta, "exp": int(v)}
+    return meta
