@@ -86,6 +86,7 @@ class BufferedConnection(asyncio.Protocol):
         self._out_size = 0
         self._flush_scheduled = False
         self._backlog = 0  # this connection's share of the budget's total
+        self._over_since = 0.0  # loop time the unsent bytes passed max_pending (0: they are under it)
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -105,10 +106,18 @@ class BufferedConnection(asyncio.Protocol):
         self.bytes_out += self._out_size
         self._out_size = 0
         t.writelines(out) if len(out) > 1 else t.write(out[0])
-        if t.get_write_buffer_size() > self.max_pending:
-            self.slow_consumer()
-        elif self._backlog:  # writing is paused: keep this backlog's count current
+        size = t.get_write_buffer_size()
+        if size > self.max_pending:
+            self._over_limit(size)
+            return
+        self._over_since = 0.0
+        if self._backlog:  # writing is paused: keep this backlog's count current
             self.budget.account(self, self.backlog_size())
+
+    def _over_limit(self, size: int) -> None:
+        """The socket holds `size` (> max_pending) bytes the client has not taken: a slow consumer
+        (a front-end may allow a burst some grace first)."""
+        self.slow_consumer()
 
     def backlog_size(self) -> int:
         t = self.transport

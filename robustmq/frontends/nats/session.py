@@ -108,7 +108,6 @@ class NatsSession(ReadTurns, BufferedConnection):
         self.parser = NatsParser(cfg.max_payload, cfg.max_control_line)
         self._init_outbound(server.budget, cfg.max_pending)
         self._stall_at = min(STALL_BACKLOG_BYTES, cfg.max_pending // 2)  # see _behind
-        self._over_since = 0.0  # loop time the socket's unsent bytes passed max_pending (0: they have not)
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.subs: dict[str, Subscription] = {}
@@ -454,24 +453,6 @@ class NatsSession(ReadTurns, BufferedConnection):
         p = self.server.producer
         if p is not None and p is not self and self._backlog > self._stall_at:
             p._stall(self)
-
-    def _flush(self) -> None:
-        """BufferedConnection._flush, except for what passes max_pending (see `_over_limit`)."""
-        self._flush_scheduled = False
-        t = self.transport
-        if self.closed or not self._out or t is None:
-            return
-        out, self._out = self._out, []
-        self.bytes_out += self._out_size
-        self._out_size = 0
-        t.writelines(out) if len(out) > 1 else t.write(out[0])
-        size = t.get_write_buffer_size()
-        if size > self.max_pending:
-            self._over_limit(size)
-            return
-        self._over_since = 0.0
-        if self._backlog:  # writing is paused: keep this backlog's count current
-            self.budget.account(self, self.backlog_size())
 
     def _over_limit(self, size: int) -> None:
         """The socket holds `size` (> max_pending) bytes the client has not taken. Only a burst
