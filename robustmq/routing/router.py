@@ -43,6 +43,10 @@ class Router:
         self.owners.append(owner)
         self._owner_firsts = frozenset(o.prefix[0] for o in self.owners)
 
+    def owned(self, subject: str) -> bool:
+        """Whether a subject owner (mq9) claims `subject`: it keeps what is sent there itself."""
+        return self._owner(subject) is not None
+
     def _owner(self, subject: str) -> SubjectOwner | None:
         for o in self.owners:
             if subject.startswith(o.prefix):

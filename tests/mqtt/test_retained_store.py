@@ -1,4 +1,4 @@
-"""Retained messages live in the store, not in memory: matching reads them back by a prefix scan,
+"""Retained messages live in the store, not in memory: pages read them back by a prefix scan,
 sees changes whose batch is not written yet, and agrees with MQTT matching over every topic."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from robustmq.core_log import SegmentLog, Store
-from robustmq.frontends.mqtt.retained import RetainedStore, literal_prefix
+from robustmq.frontends.mqtt.retained import RetainedMessage, RetainedStore, literal_prefix
 from robustmq.frontends.mqtt.topics import topic_matches
 
 
@@ -19,8 +19,20 @@ def store(tmp_path):
     s.close()
 
 
+def matching(rs: RetainedStore, filter_: str) -> list[tuple[str, RetainedMessage]]:
+    """Every retained message the filter matches, read page by page as a SUBSCRIBE does (small
+    pages, so the tests cross page boundaries)."""
+    out: list[tuple[str, RetainedMessage]] = []
+    after: bytes | None = None
+    while True:
+        page, after = rs.page(filter_, after, 7)
+        out.extend(page)
+        if after is None:
+            return out
+
+
 def topics_of(rs: RetainedStore, filter_: str) -> list[str]:
-    return [t for t, _ in rs.matching(filter_)]
+    return [t for t, _ in matching(rs, filter_)]
 
 
 @pytest.mark.parametrize(("filter_", "prefix"), [
@@ -46,13 +58,13 @@ def test_unwritten_changes_are_seen_and_survive_their_write(store) -> None:
     # a clear not written yet hides the stored copy; a replacement shows instead of it
     rs.set("dev/1/state", b"", 0, None)
     rs.set("dev/2/state", b"again", 1, None)
-    got = list(rs.matching("dev/#"))
+    got = list(matching(rs, "dev/#"))
     assert [(t, m.payload) for t, m in got] == [("dev/2/state", b"again")]
     assert rs.get("dev/1/state") is None
     log.flush()
-    assert [(t, m.payload) for t, m in rs.matching("#")] == [("dev/2/state", b"again")]
+    assert [(t, m.payload) for t, m in matching(rs, "#")] == [("dev/2/state", b"again")]
     # a new store over the same data (a restart) reads the same
-    assert [t for t, _ in RetainedStore(SegmentLog(store, writer_thread=False)).matching("#")] == ["dev/2/state"]
+    assert [t for t, _ in matching(RetainedStore(SegmentLog(store, writer_thread=False)), "#")] == ["dev/2/state"]
 
 
 def test_matching_agrees_with_mqtt_matching_over_every_topic(store) -> None:

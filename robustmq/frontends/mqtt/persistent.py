@@ -249,7 +249,7 @@ class OfflineSession:
             retain = False
         if qos == 0:  # QoS 0 messages are not kept for an offline client (spec 3.1.2.4 allows it)
             return
-        if any(subject.startswith(o.prefix) for o in srv.router.owners):
+        if srv.router.owned(subject):
             # a mailbox keeps its messages itself, in priority order, and forgets deleted and
             # expired ones: the reconnect's subscribe replays them (a queued copy would come in
             # arrival order, outlive a DELETE or the mailbox's TTL, and repeat after a restart)

@@ -15,8 +15,6 @@ ordered scan of the topics under the filter's literal leading levels otherwise (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import msgspec
 
 from robustmq.core_log import SegmentLog
@@ -100,15 +98,6 @@ class RetainedStore:
             return hit[1]
         raw = self.log.get_meta(META_NAMESPACE, topic)
         return None if raw is None else _decode(raw)
-
-    def matching(self, filter_: str) -> Iterator[tuple[str, RetainedMessage]]:
-        """The retained messages a (non-shared, valid) filter matches, in topic order."""
-        after: bytes | None = None
-        while True:
-            page, after = self.page(filter_, after, 4096)
-            yield from page
-            if after is None:
-                return
 
     def page(self, filter_: str, after: bytes | None, limit: int
              ) -> tuple[list[tuple[str, RetainedMessage]], bytes | None]:

@@ -328,7 +328,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         owned = []
         for sub in st.subs.values():
             sub.conn = self
-            if self._owned_subject(sub.subject):
+            if self.router.owned(sub.subject):
                 owned.append(sub)
         st.expires_at = 0.0
         st.save()
@@ -435,7 +435,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         """The subject of `topic` (None: it has none), and whether it is a plain one that a run of
         PUBLISHes may go to at once (not a subject owner's, such as mq9's, which answers each)."""
         subject = publish_subject(topic)
-        plain = subject is not None and not any(subject.startswith(o.prefix) for o in self.router.owners)
+        plain = subject is not None and not self.router.owned(subject)
         if len(self._routes) >= ROUTE_CACHE_SIZE:
             self._routes.clear()
         route = self._routes[topic] = (subject, plain)
@@ -470,9 +470,6 @@ class MqttSession(ReadTurns, BufferedConnection):
         if qos:  # PUBACK, short form (success), for each packet id in order
             self._queue_ack(receipt, _PUBACK + _PUBACK.join(ev.packet_ids))
 
-    def _owned_subject(self, subject: str) -> bool:
-        return any(subject.startswith(o.prefix) for o in self.router.owners)
-
     def _owned(self, topic: str) -> bool:
         """Whether `topic`'s subject belongs to a subject owner (mq9's `$mq9.AI.`): the owner keeps
         what is sent there (a mailbox stores the message itself), so the retained store never does,
@@ -481,8 +478,8 @@ class MqttSession(ReadTurns, BufferedConnection):
         owners = self.router.owners
         if not owners or not any(topic[:1] == o.prefix[:1] for o in owners):
             return False
-        subject = publish_subject(topic)
-        return subject is not None and any(subject.startswith(o.prefix) for o in owners)
+        subject = publish_subject(topic)  # (the first-character test above spares most topics this)
+        return subject is not None and self.router.owned(subject)
 
     def _route(self, topic: str, subject: str, payload: bytes, qos: int, retain: bool,
                headers: Headers | None, reply: str | None) -> Receipt:
