@@ -422,3 +422,22 @@ def test_offline_queues_are_bounded_in_total(tmp_path: Any, monkeypatch: pytest.
         assert b.push(persistent.Entry("t", 1, payload=b"y"))
     finally:
         log.close()
+
+
+@pytest.mark.parametrize("version", RAW_VERSIONS)
+def test_a_publish_over_the_maximum_packet_size_closes_only_that_connection(
+        robustmq_port: int, version: int) -> None:
+    """docs/mqtt.md: past `--max-payload` + 128 KiB (1,179,648 bytes by default) a v5 client gets
+    DISCONNECT 0x95 Packet too large, a 3.1.1 client (no reason codes) is closed; others go on."""
+    from robustmq.frontends.mqtt.packets import Disconnect, PingReq, PingResp
+
+    other = raw(robustmq_port, MQTT_311, uniq("bystander"))
+    big = raw(robustmq_port, version, uniq("big"))
+    big.send(Publish("big/x", b"x" * 1_200_000))
+    closed, events = big.closed_within(5)
+    assert closed
+    if version == MQTT_5:
+        assert any(isinstance(e, Disconnect) and e.reason_code == reasons.PACKET_TOO_LARGE for e in events), events
+    other.send(PingReq())
+    assert isinstance(other.read(), PingResp)
+    other.close()
