@@ -33,8 +33,9 @@ def vm_kb(pid: int, field: str) -> int:
     return 0
 
 
-def publish(port: int, count: int, timeout: float) -> tuple[int, float]:
-    """Publish `count` messages to distinct subjects; returns (sent, seconds until PONG)."""
+def publish(port: int, count: int, timeout: float, subjects: int = 0) -> tuple[int, float]:
+    """Publish `count` messages to distinct subjects (or cycling over `subjects` of them); returns
+    (sent, seconds until PONG)."""
     s = socket.create_connection(("127.0.0.1", port))
     s.recv(4096)  # INFO
     s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
@@ -43,7 +44,8 @@ def publish(port: int, count: int, timeout: float) -> tuple[int, float]:
     deadline = t0 + timeout
     while sent < count and time.perf_counter() < deadline:
         n = min(BATCH, count - sent)
-        s.sendall(b"".join(b"PUB dev.%d.t 3\r\nabc\r\n" % i for i in range(sent, sent + n)))
+        s.sendall(b"".join(b"PUB dev.%d.t 3\r\nabc\r\n" % (i % subjects if subjects else i)
+                           for i in range(sent, sent + n)))
         sent += n
     s.sendall(b"PING\r\n")
     buf = b""
@@ -63,6 +65,9 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=120.0, help="stop publishing after this many seconds")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--subjects", type=int, default=0,
+                    help="cycle over this many subjects instead of a new one per message (the same "
+                         "path for subjects the server already knows: what a new subject is compared to)")
     args = ap.parse_args()
     data = tempfile.mkdtemp(prefix="robustmq-many-")
     srv = RobustMQ(os.path.join(data, "d"))
@@ -70,7 +75,7 @@ def main() -> None:
     try:
         srv.start()
         assert srv.proc is not None
-        sent, dt = publish(srv.nats_port, args.count, args.timeout)
+        sent, dt = publish(srv.nats_port, args.count, args.timeout, args.subjects)
         out["sent"] = sent
         out["rate_msgs_s"] = round(sent / dt)
         out["peak_rss_mb"] = round(vm_kb(srv.proc.pid, "VmHWM") / 1024, 1)
