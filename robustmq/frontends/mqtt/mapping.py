@@ -63,13 +63,27 @@ H_CONTENT_TYPE = b"mqtt-content-type"
 H_CORRELATION = b"mqtt-correlation-data"
 H_PAYLOAD_FORMAT = b"mqtt-payload-format"
 H_EXPIRES_MS = b"mqtt-expires-ms"
-_RESERVED = frozenset((H_CONTENT_TYPE, H_CORRELATION, H_PAYLOAD_FORMAT, H_EXPIRES_MS))
+# the Response Topic travels as the reply subject; only one that the subject cannot give back as it
+# was written (whitespace, `$mq9/` dots) also travels as this header, so it is forwarded unaltered
+# ([MQTT-3.3.2-15])
+H_RESPONSE_TOPIC = b"mqtt-response-topic"
+_RESERVED = frozenset((H_CONTENT_TYPE, H_CORRELATION, H_PAYLOAD_FORMAT, H_EXPIRES_MS, H_RESPONSE_TOPIC))
+# A user property whose name starts with `mqtt-` (any case) could be taken for one of the names above
+# (or for this prefix) on its way back; it travels as a header with this prefix added, which the way
+# back takes off again, so the server forwards every user property unaltered (MQTT 5 3.3.2.3.7,
+# [MQTT-3.3.2-17]) and none can pose as a message property (a user property `mqtt-expires-ms: 1` once
+# dropped the message). A NATS publisher's `mqtt-user-<name>` header reaches MQTT 5 as `<name>`.
+H_USER_ESCAPE = b"mqtt-user-"
+
+
+def _user_header(name: str) -> bytes:
+    k = name.encode()
+    return H_USER_ESCAPE + k if k[:5].lower() == b"mqtt-" else k
 
 
 def properties_to_headers(props: Properties, now_ms: int) -> Headers | None:
     """A PUBLISH's user properties and message properties as neutral headers."""
-    out: Headers = [(k.encode(), v.encode()) for k, v in props.user_properties
-                    if k.encode().lower() not in _RESERVED]
+    out: Headers = [(_user_header(k), v.encode()) for k, v in props.user_properties]
     if props.content_type is not None:
         out.append((H_CONTENT_TYPE, props.content_type.encode()))
     if props.correlation_data is not None:
@@ -78,6 +92,11 @@ def properties_to_headers(props: Properties, now_ms: int) -> Headers | None:
         out.append((H_PAYLOAD_FORMAT, b"%d" % props.payload_format_indicator))
     if props.message_expiry_interval is not None:
         out.append((H_EXPIRES_MS, b"%d" % (now_ms + props.message_expiry_interval * 1000)))
+    rt = props.response_topic
+    if rt is not None:
+        subject = publish_subject(rt)
+        if subject is None or delivery_topic(subject) != rt:
+            out.append((H_RESPONSE_TOPIC, rt.encode()))
     return out or None
 
 
@@ -89,6 +108,7 @@ class MessageProperties(NamedTuple):
     expiry_s: int | None  # what is left of the Message Expiry Interval
     expired: bool
     expires_ms: int = 0  # the Message Expiry deadline (ms since the epoch); 0: none
+    response_topic: str | None = None  # the Response Topic as written, when the reply subject alters it
 
 
 NO_MESSAGE_PROPERTIES = MessageProperties((), None, None, None, None, False)
@@ -99,7 +119,7 @@ def headers_to_properties(headers: Headers | None, now_ms: int) -> MessageProper
     if not headers:
         return NO_MESSAGE_PROPERTIES
     user: list[tuple[str, str]] = []
-    content_type = correlation = fmt = expiry = None
+    content_type = correlation = fmt = expiry = response = None
     expired = False
     expires_ms = 0
     for k, v in headers:
@@ -109,6 +129,8 @@ def headers_to_properties(headers: Headers | None, now_ms: int) -> MessageProper
                 content_type = v.decode()
             elif name == H_CORRELATION:
                 correlation = base64.b64decode(v, validate=True)
+            elif name == H_RESPONSE_TOPIC:
+                response = v.decode()
             elif name == H_PAYLOAD_FORMAT:
                 fmt = int(v) if v in (b"0", b"1") else None
             elif name == H_EXPIRES_MS:
@@ -116,8 +138,11 @@ def headers_to_properties(headers: Headers | None, now_ms: int) -> MessageProper
                 left_ms = expires_ms - now_ms
                 expired = left_ms <= 0
                 expiry = max(0, (left_ms + 999) // 1000)
+            elif name.startswith(H_USER_ESCAPE):
+                user.append((k[len(H_USER_ESCAPE):].decode(errors="replace"), v.decode(errors="replace")))
             else:
                 user.append((k.decode(errors="replace"), v.decode(errors="replace")))
         except (ValueError, binascii.Error):  # a NATS publisher's malformed value: pass it as a user property
             user.append((k.decode(errors="replace"), v.decode(errors="replace")))
-    return MessageProperties(tuple(user), content_type, correlation, fmt, expiry, expired, expires_ms)
+    return MessageProperties(tuple(user), content_type, correlation, fmt, expiry, expired, expires_ms,
+                             response)

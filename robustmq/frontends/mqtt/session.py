@@ -128,6 +128,9 @@ class MqttSession(ReadTurns, BufferedConnection):
         self._aliases: dict[int, str] = {}
         self._qos2_in: set[int] = set()  # QoS 2 packet ids received and not yet released
         self._inflight: dict[int, Outgoing] = {}
+        # packet ids in _inflight whose resend (on reconnect) waits for room in the client's Receive
+        # Maximum: a resumed session may owe more than its new connection allows in flight (4.9)
+        self._unsent: dict[int, None] = {}
         self._queue: deque[Outgoing] = deque()  # waiting for room in the inflight window
         self._queued_bytes = 0
         self._window = MAX_INFLIGHT
@@ -345,6 +348,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         if st is None:
             return
         inflight, self._inflight = self._inflight, {}
+        self._unsent = {}
         self.subs, self._filters = {}, {}
         self._qos2_in = set()  # the session keeps its own (st.qos2_in)
         if self._shutting_down:  # the log closes next; what matters is already stored
@@ -374,9 +378,27 @@ class MqttSession(ReadTurns, BufferedConnection):
             out.sent_at = now
             if out.released:
                 self.send(PubRel(pid))
+            elif len(self._inflight) - len(self._unsent) > self._window:
+                # over this connection's Receive Maximum (3.3.4-9): resent as acks make room
+                self._unsent[pid] = None
             else:
                 self._write_publish(out.topic, out.payload, out.qos, out.retain, True, pid, out.props)
         self._drain_queue()
+
+    def _send_unsent(self) -> None:
+        """Resend (DUP) the unacknowledged messages of a resumed session that waited for room in the
+        Receive Maximum, oldest first; the client may have acknowledged some meanwhile."""
+        inflight, unsent = self._inflight, self._unsent
+        for pid in list(unsent):
+            out = inflight.get(pid)
+            if out is None or out.released:  # acknowledged (PUBACK, PUBREC) without the resend
+                del unsent[pid]
+        while unsent and len(inflight) - len(unsent) < self._window:
+            pid = next(iter(unsent))
+            del unsent[pid]
+            out = inflight[pid]
+            out.sent_at = time.monotonic()
+            self._write_publish(out.topic, out.payload, out.qos, out.retain, True, pid, out.props)
 
     def _refuse_connect(self, code: int) -> None:
         self.send(ConnAck(False, code))
@@ -815,13 +837,17 @@ class MqttSession(ReadTurns, BufferedConnection):
         if headers is None and reply is None and sub.sub_id is None:
             return NO_PROPERTIES, 0
         m = headers_to_properties(headers, _now_ms())
-        if m.expired:
+        if m.expired and self.server.publishing is None:
+            # expired before onward delivery started. A message being routed as it is received
+            # (an MQTT PUBLISH or will) is on its way at once: even a Message Expiry Interval of 0
+            # reaches the subscribers connected now (sent with 0 left, as mosquitto delivers it);
+            # a copy that waits (retained, queued, behind the inflight window) expires
             return None
         if self.proto != MQTT_5:
             return NO_PROPERTIES, m.expires_ms
         return Properties(payload_format_indicator=m.payload_format, message_expiry_interval=m.expiry_s,
                           content_type=m.content_type,
-                          response_topic=delivery_topic(reply) if reply else None,
+                          response_topic=m.response_topic or (delivery_topic(reply) if reply else None),
                           correlation_data=m.correlation_data,
                           subscription_ids=(sub.sub_id,) if sub.sub_id is not None else (),
                           user_properties=m.user), m.expires_ms
@@ -936,6 +962,8 @@ class MqttSession(ReadTurns, BufferedConnection):
         self.send(PubRel(ev.packet_id))
 
     def _drain_queue(self) -> None:
+        if self._unsent:
+            self._send_unsent()
         if self._queue and len(self._inflight) < self._window:
             self._send_queued()
         if self._backlog:
@@ -1059,7 +1087,8 @@ class MqttSession(ReadTurns, BufferedConnection):
             st.pending.popleft()
             props = NO_PROPERTIES
             if self.proto == MQTT_5 and (user or e.sub_ids or e.response or m is not None):
-                props = Properties(response_topic=e.response, subscription_ids=tuple(e.sub_ids),
+                props = Properties(response_topic=m.response_topic if m is not None and m.response_topic
+                                   else e.response, subscription_ids=tuple(e.sub_ids),
                                    user_properties=tuple(user or ()),
                                    payload_format_indicator=m.payload_format if m else None,
                                    message_expiry_interval=m.expiry_s if m else None,
@@ -1094,7 +1123,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         # 3.1.1 allows resending within a connection; v5 only on reconnect (spec 4.4)
         if self.proto == MQTT_311 and self._inflight:
             for pid, out in list(self._inflight.items()):
-                if now - out.sent_at > RETRY_S:
+                if now - out.sent_at > RETRY_S and pid not in self._unsent:
                     out.sent_at = now
                     if out.released:
                         self.send(PubRel(pid))
