@@ -80,3 +80,40 @@ def test_bad_request_gets_a_clear_error(nats_cli: str, srv: RobustMQ) -> None:
     out = nats(nats_cli, srv, "req", "--raw", "$mq9.AI.MAILBOX.CREATE", "{not json")
     assert "error" in json.loads(out)
 
+
+
+def test_plain_nats_commands(nats_cli: str, srv: RobustMQ) -> None:
+    """Plain NATS with the CLI (checked equal to nats-server): rtt, server check connection,
+    pub --count into sub --queue, reply + req, no responders."""
+    assert srv.nats_url in nats(nats_cli, srv, "rtt", timeout=10)
+    assert nats(nats_cli, srv, "server", "check", "connection", timeout=10).startswith("OK Connection")
+    out = subprocess.run([nats_cli, "-s", srv.nats_url, "req", "--raw", "--timeout", "1s", "cli.nobody", "x"],
+                         capture_output=True, text=True, timeout=10)
+    assert "No responders" in out.stdout + out.stderr
+
+    sub = subprocess.Popen([nats_cli, "-s", srv.nats_url, "sub", "--raw", "--queue", "g", "--count", "3", "cli.q"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rep = subprocess.Popen([nats_cli, "-s", srv.nats_url, "reply", "cli.svc", "re {{Count}}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(20):  # until the subscriber is in (it exits after 3 messages)
+            nats(nats_cli, srv, "pub", "--count", "3", "cli.q", "m{{Count}}", timeout=10)
+            try:
+                lines = sub.communicate(timeout=0.3)[0].split()
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        else:
+            raise AssertionError("nats sub --queue got no messages")
+        assert sub.returncode == 0 and len(lines) == 3 and set(lines) <= {"m1", "m2", "m3"}
+        for _ in range(50):  # until the replier is in
+            r = subprocess.run([nats_cli, "-s", srv.nats_url, "req", "--raw", "cli.svc", "x"],
+                               capture_output=True, text=True, timeout=10)
+            if r.stdout.startswith("re "):  # (no responders yet: exit 0 too, with a message)
+                break
+        assert r.stdout.strip().startswith("re ")
+    finally:
+        for p in (sub, rep):
+            if p.poll() is None:
+                p.kill()
+            p.communicate()

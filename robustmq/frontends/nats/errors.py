@@ -10,6 +10,7 @@ AUTH_TIMEOUT = "Authentication Timeout"
 STALE = "Stale Connection"
 SLOW_CONSUMER = "Slow Consumer"
 NO_RESPONDERS_REQUIRES_HEADERS = "no responders requires headers support"
+BAD_CLIENT_PROTOCOL = "invalid client protocol"  # CONNECT with a protocol other than 0 or 1
 
 
 # Arguments nats-server cannot parse (PUB/HPUB/SUB/UNSUB with bad fields, unparsable CONNECT JSON)

@@ -34,6 +34,10 @@ class NatsServer:
         self.server_id = "N" + secrets.token_hex(16).upper()[:55]
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
+        # queue subscriptions with an UNSUB max still to reach: while there are any, a publisher's
+        # pipelined burst is routed one message at a time, so a member that reaches its max in
+        # the burst is not picked again (nats-server gives the rest to the other members)
+        self.capped_queue_subs = 0
         self._server: asyncio.base_events.Server | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._info_base: dict[str, object] = {}

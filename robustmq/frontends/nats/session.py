@@ -53,6 +53,7 @@ NO_RESPONDERS_HDR = b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
 # reply subjects a client may not use (nats-server's isReservedReply): `_R_.` with anything after
 # it or nothing; the other two only with something after them
 RESERVED_REPLY_PREFIXES = ("_R_.", "_GR_.", "$JS.ACK.")
+_INT64 = 1 << 63  # CONNECT's `protocol` is a Go int
 
 
 class ConnectOptions(msgspec.Struct):
@@ -155,6 +156,8 @@ class NatsSession(ReadTurns, BufferedConnection):
             self._auth_timer.cancel()
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
+            if sub.queue and sub.max_msgs:
+                self.server.capped_queue_subs -= 1
         self.subs.clear()
         self._out.clear()
         self.budget.account(self, 0)
@@ -222,7 +225,11 @@ class NatsSession(ReadTurns, BufferedConnection):
                     continue
                 self.last_pub_seq = router.write_seq
                 if replies is None:
-                    router.publish_many(subject, payloads, self)
+                    if self.server.capped_queue_subs and len(payloads) > 1:
+                        for payload in payloads:  # (see NatsServer.capped_queue_subs)
+                            router.publish(subject, None, None, payload, self)
+                    else:
+                        router.publish_many(subject, payloads, self)
                     continue
                 counts = router.publish_requests(subject, replies, payloads, self)
                 if counts is not None and self.no_responders and self.headers:
@@ -266,12 +273,9 @@ class NatsSession(ReadTurns, BufferedConnection):
         """One PUB or HPUB (`hdr`: its NATS header block, parsed here into neutral pairs)."""
         reserved = reply is not None and _reserved_reply(reply)
         if self.pedantic and not valid_publish_subject(subject):
+            # nats-server (processPub) only reports it: the message then goes on as a
+            # non-pedantic client's would (+OK, delivery), or is refused for a reserved reply
             self.write(errors.err_line(errors.INVALID_PUB_SUBJECT))
-            if reserved:  # nats-server says both, and no +OK
-                self.write(errors.err_line(errors.permissions_reply(reply or "")))
-            elif self.verbose:
-                self.write(OK)
-            return
         if reserved:  # not delivered; the connection stays
             self.write(errors.err_line(errors.permissions_reply(reply or "")))
             return
@@ -289,6 +293,9 @@ class NatsSession(ReadTurns, BufferedConnection):
             o = ConnectOptions() if raw.rstrip() == b"null" else _connect_decoder.decode(raw)
         except (msgspec.DecodeError, RecursionError):  # RecursionError: absurdly nested JSON
             self.fail(None)  # nats-server closes on an unparsable CONNECT without an -ERR
+            return False
+        if o.protocol is not None and not -_INT64 <= o.protocol < _INT64:
+            self.fail(None)  # (Go's json.Unmarshal into an int fails on it: unparsable, as above)
             return False
         srv = self.server
         if srv.auth_required and not srv.check_auth(o.user or "", o.pass_ or "", o.auth_token or ""):
@@ -309,6 +316,9 @@ class NatsSession(ReadTurns, BufferedConnection):
             self.headers = o.headers
         if isinstance(o.no_responders, bool):
             self.no_responders = o.no_responders
+        if not 0 <= (o.protocol or 0) <= 1:  # nats-server knows protocol 0 and 1 (ClientProtoInfo)
+            self.fail(errors.BAD_CLIENT_PROTOCOL)
+            return False
         if self.no_responders and not self.headers:  # nats-server's check, after authentication
             self.fail(errors.NO_RESPONDERS_REQUIRES_HEADERS)
             return False
@@ -339,6 +349,8 @@ class NatsSession(ReadTurns, BufferedConnection):
         sub = self.subs.get(sid)
         if sub is not None:
             if max_msgs and sub.delivered < max_msgs:
+                if sub.queue and not sub.max_msgs:
+                    self.server.capped_queue_subs += 1
                 sub.max_msgs = max_msgs
             else:
                 self._remove(sub)
@@ -349,6 +361,8 @@ class NatsSession(ReadTurns, BufferedConnection):
         if self.subs.get(sub.sid) is sub:
             del self.subs[sub.sid]
             self.router.unsubscribe(sub)
+            if sub.queue and sub.max_msgs:
+                self.server.capped_queue_subs -= 1
 
     def _no_responders(self, reply: str, subject: str) -> None:
         for sub in list(self.subs.values()):
@@ -378,8 +392,8 @@ class NatsSession(ReadTurns, BufferedConnection):
     def _frame(self, sub: Subscription, subject: str, reply: str | None, hdr: bytes | None,
                payload: bytes) -> None:
         """Queue one MSG (or HMSG with the header block `hdr`, when this client takes headers)."""
-        if self.closed:
-            return
+        if self.closed or (sub.max_msgs and sub.delivered >= sub.max_msgs):
+            return  # (a subscription that reached its UNSUB max gets no more, whoever routes to it)
         if sub._pfx_subject is not subject:
             sub._pfx_subject = subject
             sub._pfx = (" " + subject + " " + sub.sid + " ").encode()
