@@ -235,6 +235,8 @@ class AgentRegistry:
             raise Mq9Error(f"invalid discover request: {exc}") from None
         except msgspec.DecodeError:
             raise Mq9Error("invalid discover request: body is not valid JSON") from None
+        except RecursionError:  # msgspec skips an unknown field's value recursively
+            raise Mq9Error("invalid discover request: JSON nested too deeply") from None
         if not 1 <= req.limit <= MAX_LIMIT:
             raise Mq9Error(f"limit must be between 1 and {MAX_LIMIT}")
         if not 1 <= req.page <= MAX_PAGE:

@@ -169,6 +169,12 @@ class Mq9Layer:
         except Mq9Error as exc:
             if reply and origin is not None:
                 origin.reply(reply, _json.encode({"error": str(exc)}))
+        except Exception as exc:
+            # a bug in one request must cost that request only: it is answered and logged, and
+            # the connection (and the others pipelined behind it) carry on
+            log.exception("mq9 request on %s failed", subject)
+            if reply and origin is not None and not origin.closed:
+                origin.reply(reply, _json.encode({"error": f"internal error: {type(exc).__name__}"}))
 
     def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
                             origin: Connection | None) -> None:
@@ -315,7 +321,7 @@ class Mq9Layer:
     async def _upstream_fetch(self, origin: Connection, reply: str, addr: str,
                               req: FetchRequest) -> None:
         try:
-            body = await self.upstream.fetch(addr, req)
+            body = await self.upstream.fetch(addr, req, origin)
             await self.log.committed()  # a group's new `hi` is durable before the messages go out
         except Mq9Error as exc:
             reply_error(origin, reply, exc)
@@ -332,6 +338,10 @@ class Mq9Layer:
             body = await self.upstream.query(addr, payload)
         except Mq9Error as exc:
             reply_error(origin, reply, exc)
+            return
+        except Exception as exc:  # a bug must not leave the requester without an answer
+            log.exception("mq9 QUERY on %s failed", addr)
+            reply_error(origin, reply, Mq9Error(f"query failed: {exc}"))
             return
         if not origin.closed:
             origin.reply(reply, body)

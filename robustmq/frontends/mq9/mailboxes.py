@@ -127,6 +127,8 @@ class MailboxRegistry:
             raise Mq9Error(f"invalid create request: {exc}") from None
         except msgspec.DecodeError:
             raise Mq9Error("invalid create request: body is not valid JSON") from None
+        except RecursionError:  # msgspec skips an unknown field's value recursively
+            raise Mq9Error("invalid create request: JSON nested too deeply") from None
         return req
 
     def resolve_ttl(self, ttl: int | None) -> int:

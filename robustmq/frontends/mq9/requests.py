@@ -43,6 +43,8 @@ def parse_list_request(body: bytes) -> ListRequest:
         raise Mq9Error(f"invalid list request: {exc}") from None
     except msgspec.DecodeError:
         raise Mq9Error("invalid list request: body is not valid JSON") from None
+    except RecursionError:
+        raise Mq9Error("invalid list request: JSON nested too deeply") from None
     if not 1 <= req.limit <= LIST_MAX_LIMIT:
         raise Mq9Error(f"limit must be between 1 and {LIST_MAX_LIMIT}")
     parse_cursor(req.cursor)

@@ -13,9 +13,12 @@ FETCH groups: one state per (mailbox, group), persisted in the log's metadata (`
 highest offset ever handed out), `acked` (acked offsets at or above the floor), `start` (where the
 group began: `deliver`, or a `force_deliver` restart) and `pending` (the offsets FETCH handed out that
 are not acked yet: its deliveries in flight). A group FETCH returns visible, unacked messages at or
-above `floor` in priority order; a message handed out and not acked is returned again by the next
-FETCH (at-least-once, no redelivery timer). ACK accepts exactly the offsets in `pending` (and answers
-an already-acked one again); anything else was never handed to the group: an error.
+above `floor` in priority order, except those leased to another member: what a FETCH hands out is
+leased (in memory) to the requesting connection until it is acked, `config.ack_wait_ms` passes or
+that connection closes, so competing members never get the same message; the holder's own next
+FETCH gets its unacked deliveries again (at-least-once). ACK accepts exactly the offsets in
+`pending` (and answers an already-acked one again); anything else was never handed to the group: an
+error.
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ MAX_NUM_MSGS = 1000
 MAX_WAIT_MS = 30_000
 MAX_DELAY_S = 365 * 86400
 QUERY_DEFAULT_LIMIT = 100
+MAX_GROUP_NAME = 256  # characters; a group's name is part of its persisted state's key
+# the largest msg_id / Unix-seconds value a request may carry (a group's state is stored as
+# msgpack, whose integers end at 2**63 - 1); larger ones are refused, not stored
+MAX_ID = 2**63 - 1
+MAX_TIME_S = MAX_ID // 1000
+# a group FETCH leases what it hands out: no other connection gets those messages until they are
+# acked, the lease runs out (`config.ack_wait_ms`, this by default: JetStream's ack wait) or the
+# connection holding them closes
+ACK_WAIT_MS = 30_000
+MAX_ACK_WAIT_MS = 3_600_000
 SCAN_YIELD_EVERY = 4096  # records scanned between two yields to the event loop
 # payload bytes per FETCH/QUERY reply (before base64): the first message always goes, so a large one
 # still makes progress; the rest wait for the next request, as a Kafka fetch's max_bytes does
@@ -81,6 +94,7 @@ _state_enc = msgspec.msgpack.Encoder()
 class FetchConfig(msgspec.Struct, forbid_unknown_fields=False):
     num_msgs: int = 100
     max_wait_ms: int = 500
+    ack_wait_ms: int = ACK_WAIT_MS  # this broker's extension: how long a group's lease lasts
 
 
 class FetchRequest(msgspec.Struct, forbid_unknown_fields=False):
@@ -125,6 +139,13 @@ def _decode(body: bytes, typ: type[Any], what: str) -> Any:
         raise Mq9Error(f"invalid {what} request: {exc}") from None
     except msgspec.DecodeError:
         raise Mq9Error(f"invalid {what} request: body is not valid JSON") from None
+    except RecursionError:  # msgspec skips an unknown field's value recursively
+        raise Mq9Error(f"invalid {what} request: JSON nested too deeply") from None
+
+
+def _check_int(value: int | None, name: str, top: int) -> None:
+    if value is not None and not 0 <= value <= top:
+        raise Mq9Error(f"{name} must be between 0 and {top}")
 
 
 def ok(obj: dict[str, Any]) -> bytes:
@@ -163,7 +184,7 @@ def parse_send_headers(headers: Headers | None, now: int) -> tuple[int, dict[str
     if delay:
         meta["vis"] = now + delay * 1000
     ttl = _seconds(_header(headers, b"mq9-ttl"), "mq9-ttl")
-    if ttl is not None:
+    if ttl:  # 0 = no per-message TTL, as a mailbox's ttl 0 never expires (and the SDKs mean it so)
         # counted from when the message becomes visible, so a delayed message is not born expired
         meta["exp"] = now + (delay or 0) * 1000 + ttl * 1000
     tags = _header(headers, b"mq9-tags")
@@ -187,10 +208,16 @@ def _tags(rec: Record) -> set[str]:
     return set(str(t).split(",")) if t else set()
 
 
+# FETCH and QUERY name priorities in upstream's vocabulary: its Python SDK (`Priority(...)`) and Rust
+# SDK (a serde enum) fail the whole reply on any other name, so `low` (the PyPI SDK's fourth level,
+# delivered after normal) is told as `normal`; the order of the messages still puts it last
+UPSTREAM_PRIORITIES = ("critical", "urgent", "normal", "normal")
+
+
 def _entry(off: int, rec: Record) -> dict[str, Any]:
     """One message as FETCH and QUERY show it: base64 payload (binary-safe), Unix-seconds time."""
     return {"msg_id": off, "payload": base64.b64encode(rec.payload).decode(),
-            "priority": PRIORITIES[priority_of(rec)], "create_time": rec.ts // 1000}
+            "priority": UPSTREAM_PRIORITIES[priority_of(rec)], "create_time": rec.ts // 1000}
 
 
 def split_addr_msg(rest: str) -> tuple[str, int]:
@@ -201,7 +228,7 @@ def split_addr_msg(rest: str) -> tuple[str, int]:
 
 
 class GroupState:
-    __slots__ = ("acked", "floor", "hi", "pending", "start")
+    __slots__ = ("acked", "floor", "hi", "leases", "pending", "start")
 
     def __init__(self, floor: int, hi: int, acked: set[int], start: int | None = None,
                  pending: set[int] | None = None) -> None:
@@ -210,6 +237,34 @@ class GroupState:
         self.acked = acked
         self.start = floor if start is None else start
         self.pending: set[int] = set() if pending is None else pending
+        # in memory only: pending offset -> (lease end in ms, the connection it was handed to).
+        # A restart forgets them, so what was in flight is free for any member again at once.
+        self.leases: dict[int, tuple[int, Any]] = {}
+
+    def held(self, off: int, origin: Any, now: int) -> bool:
+        """Whether `off` is leased to a connection other than `origin` (handed out to it, not
+        acked, its lease not run out, that connection still open)."""
+        lease = self.leases.get(off)
+        if lease is None or lease[1] is origin:
+            return False
+        if lease[0] <= now or getattr(lease[1], "closed", False) or off not in self.pending:
+            del self.leases[off]
+            return False
+        return True
+
+    def held_by_others(self, origin: Any, now: int) -> Callable[[int], bool]:
+        return lambda off: self.held(off, origin, now)
+
+    def next_release(self, origin: Any, now: int) -> int | None:
+        """When the earliest lease held by another connection runs out (ms), or None. Leases
+        already over (run out, holder gone, message acked or forgotten) are dropped here, so one
+        whose message is never read again (deleted) cannot keep a waiting FETCH spinning."""
+        leases, pending = self.leases, self.pending
+        for off in [o for o, (end, conn) in leases.items()
+                    if end <= now or getattr(conn, "closed", False) or o not in pending]:
+            del leases[off]
+        ends = [end for end, conn in leases.values() if conn is not origin]
+        return min(ends) if ends else None
 
     def trim(self) -> None:
         """Bound `pending`: at most MAX_STALE_PENDING entries below the floor (deliveries of
@@ -220,6 +275,7 @@ class GroupState:
         if drop:
             for o in sorted(pending)[:drop]:
                 pending.discard(o)
+                self.leases.pop(o, None)
 
 
 class PriorityIndex:
@@ -301,6 +357,8 @@ class Upstream:
         """Ack one delivery. The new state is written by the next `save_dirty`: answer after it."""
         mb = self.mailbox(addr)
         req: AckRequest = _decode(body, AckRequest, "ack")
+        if len(req.group_name) > MAX_GROUP_NAME:
+            raise Mq9Error(f"group_name is longer than {MAX_GROUP_NAME} characters")
         if req.mail_address is not None and req.mail_address != addr:
             raise Mq9Error(f"mail_address {req.mail_address!r} does not match the subject's {addr!r}")
         g = self._group(mb, req.group_name)
@@ -309,6 +367,7 @@ class Upstream:
             raise Mq9Error(f"msg_id {n} was never fetched by group {req.group_name!r}")
         if n in g.pending:
             g.pending.discard(n)
+            g.leases.pop(n, None)
             if n >= g.floor:
                 g.acked.add(n)
                 stream = self.log.get_stream(mb.stream_name)
@@ -365,6 +424,12 @@ class Upstream:
             raise Mq9Error(f"config.num_msgs must be between 1 and {MAX_NUM_MSGS}")
         if not 0 <= req.config.max_wait_ms <= MAX_WAIT_MS:
             raise Mq9Error(f"config.max_wait_ms must be between 0 and {MAX_WAIT_MS}")
+        if not 1 <= req.config.ack_wait_ms <= MAX_ACK_WAIT_MS:
+            raise Mq9Error(f"config.ack_wait_ms must be between 1 and {MAX_ACK_WAIT_MS}")
+        _check_int(req.from_id, "from_id", MAX_ID)
+        _check_int(req.from_time, "from_time (Unix seconds)", MAX_TIME_S)
+        if req.group_name is not None and len(req.group_name) > MAX_GROUP_NAME:
+            raise Mq9Error(f"group_name is longer than {MAX_GROUP_NAME} characters")
         if req.group_name == "":
             # upstream's Go SDK always sends `group_name`, "" when the fetch is stateless
             req.group_name = None
@@ -425,14 +490,16 @@ class Upstream:
         return idx
 
     async def _collect(self, mb: Mailbox, stream: Stream, start: int, n: int,
-                       skip: Callable[[int], bool]) -> tuple[list[tuple[int, Record]], int | None, int]:
+                       skip: Callable[[int], bool], held: Callable[[int], bool] | None = None,
+                       ) -> tuple[list[tuple[int, Record]], int | None, int]:
         """Visible messages from `start`, in priority order, at most n; when the next delayed one
         becomes visible (ms), for the long poll; and the first offset from `start` on that is still
         to be consumed (not skipped, not expired; everything before it is settled for a group).
         Priority order may need a long scan (a critical message may be the last one), so the scan
         yields to the loop between chunks; it stops as soon as no later message can be among the n
         (the index knows where each priority's last message is), so a FETCH from a large mailbox
-        reads about what it returns."""
+        reads about what it returns. `held`: messages leased to another member of the group: not
+        returned, and not settled either (they come back if their lease runs out)."""
         idx = await self.index(mb, stream)
         # later[q]: the last offset holding a message that would come before priority q
         later = [max(idx.last[:q], default=-1) for q in range(len(PRIORITIES))]
@@ -456,6 +523,8 @@ class Upstream:
                 elif unsettled == off:
                     unsettled = None
                 continue
+            if held is not None and held(off):
+                continue
             b = buckets[priority_of(rec)]
             if len(b) < n:
                 b.append((off, rec))
@@ -471,7 +540,8 @@ class Upstream:
         return _cap([e for b in buckets for e in b][:n]), next_vis, \
             idx.upto if unsettled is None else unsettled
 
-    async def fetch(self, addr: str, req: FetchRequest) -> bytes:
+    async def fetch(self, addr: str, req: FetchRequest, origin: Any = None) -> bytes:
+        """`origin`: the requesting connection; a group's deliveries are leased to it."""
         mb = self.mailbox(addr)
         stream = self.log.stream(mb.stream_name)
         deadline = time.monotonic() + req.config.max_wait_ms / 1000
@@ -488,8 +558,9 @@ class Upstream:
         while True:
             if self.registry.get(addr) is not mb:
                 raise Mq9Error(f"mailbox {addr} does not exist")
+            held = g.held_by_others(origin, now_ms()) if g is not None and g.leases else None
             msgs, next_vis, settled = await self._collect(mb, stream, start, req.config.num_msgs,
-                                                           acked.__contains__)
+                                                           acked.__contains__, held)
             if group is not None:
                 cur = self._groups.get((mb.mail_id, group))
                 if cur is not None and cur is not g:
@@ -498,11 +569,22 @@ class Upstream:
                     g = cur
                     start, acked = g.floor, g.acked
                     continue
+            if g is not None and msgs and g.leases:
+                # another member's FETCH may have leased some of these while this one scanned
+                now = now_ms()
+                kept = [m for m in msgs if not g.held(m[0], origin, now)]
+                if len(kept) < len(msgs):
+                    msgs = kept
+                    if not msgs and deadline > time.monotonic():
+                        continue
             left = deadline - time.monotonic()
             if msgs or left <= 0:
                 break
             if next_vis is not None:
                 left = min(left, max(0.0, (next_vis - now_ms()) / 1000) + 0.001)
+            release = g.next_release(origin, now_ms()) if g is not None else None
+            if release is not None:  # a lease that runs out frees its messages for this member
+                left = min(left, max(0.0, (release - now_ms()) / 1000) + 0.001)
             # wake on the next commit to this stream (or when a delayed message comes due)
             await self.log.wait(stream, stream.committed, left)
         if g is not None and group is not None:
@@ -513,8 +595,10 @@ class Upstream:
                 g.floor = settled
                 g.acked.difference_update([o for o in g.acked if o < settled])
                 changed = True
-            pending = g.pending
+            pending, leases = g.pending, g.leases
+            lease = (now_ms() + req.config.ack_wait_ms, origin)
             for off, _ in msgs:
+                leases[off] = lease
                 if off not in pending:
                     pending.add(off)
                     changed = True
@@ -531,6 +615,7 @@ class Upstream:
         req: QueryRequest = _decode(body, QueryRequest, "query")
         if not 1 <= req.limit <= MAX_NUM_MSGS:
             raise Mq9Error(f"limit must be between 1 and {MAX_NUM_MSGS}")
+        _check_int(req.since, "since (Unix seconds)", MAX_TIME_S)
         tags = req.tags.split(",") if isinstance(req.tags, str) else req.tags or []
         want = {t.strip() for t in tags}
         want.discard("")
