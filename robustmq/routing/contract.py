@@ -9,6 +9,12 @@ waits on. A refusal comes back as a `Refusal`, which each front-end renders in i
 
 A `SubjectOwner` (mq9) owns a subject prefix: publishes and subscriptions under it go to the owner,
 not to the general subject match, through this one interface.
+
+Closing: when a client connection of any protocol is gone, its front-end unsubscribes each of its
+subscriptions (`Router.unsubscribe`) and then calls `Router.connection_closed(conn)` once, which tells
+every owner (`SubjectOwner.on_connection_closed`). An owner that keeps per-connection state beyond
+subscriptions (mq9's FETCH leases) releases it there, at once, instead of noticing `conn.closed` the
+next time it looks.
 """
 
 from __future__ import annotations
@@ -110,6 +116,12 @@ class SubjectOwner(Protocol):
     def on_publish_requests(self, subject: str, replies: list[str], payloads: list[bytes],
                             origin: Connection | None) -> None:
         """A pipelined burst of requests (each with its reply subject) to one subject."""
+
+    def on_connection_closed(self, conn: Connection) -> None:
+        """`conn` (any protocol) has closed and will make no more requests: release whatever the
+        owner keeps for it beyond its subscriptions (those were unsubscribed first), and wake what
+        waits on that. Called once per connection by `Router.connection_closed`, for every
+        connection, whether or not it ever used the owner's subjects: keep it cheap then."""
 
 
 class Receipt:

@@ -81,6 +81,12 @@ class Router:
             for o in self.owners:
                 o.on_unsubscribe(sub)
 
+    def connection_closed(self, conn: Connection) -> None:
+        """A front-end's one call when a connection of any protocol is gone (after unsubscribing
+        its subscriptions): every owner releases what it keeps for it (`on_connection_closed`)."""
+        for o in self.owners:
+            o.on_connection_closed(conn)
+
     @property
     def subscription_count(self) -> int:
         return self._trie.count

@@ -198,7 +198,9 @@ async def test_list_is_paged_and_other_clients_keep_being_served() -> None:
         ids = [e["msg_id"] for e in entries]
         assert len(set(ids)) == n
         assert ids[100:] == sorted(ids[100:]) and ids[:100] == sorted(ids[:100])
-        assert worst < 0.15, f"another client's PING waited {worst * 1000:.0f} ms"
+        # an unpaged LIST held the loop for the whole mailbox (seconds); 0.5 s leaves room for a
+        # machine busy with other work (0.2 s seen there) while still catching that
+        assert worst < 0.5, f"another client's PING waited {worst * 1000:.0f} ms"
         for body, words in (({"limit": 0}, ("limit",)), ({"limit": 10_001}, ("limit",)),
                             ({"cursor": "bogus"}, ("cursor",)), (b"{not json", ("json",))):
             assert_error(await request_json(nc, list_subject(mid), body), *words)

@@ -1,10 +1,11 @@
 """The mq9 layer: owns the `$mq9.AI.` subjects on the router and dispatches them.
 
 It talks to the rest of the broker through three narrow things only: the router's `SubjectOwner`
-interface (`claims`, `on_publish`, `on_subscribe`, `on_unsubscribe`), the log (streams, metadata,
-commit callbacks), and the neutral `Connection` of a subscription or request (`deliver`, `reply`,
-`refuse`, `outbound_size`, `closed`), which any front-end's connection provides. Replies go to the
-requesting connection only (`Connection.reply`), never through the subject match.
+interface (`claims`, `on_publish`, `on_subscribe`, `on_unsubscribe`, `on_connection_closed`), the
+log (streams, metadata, commit callbacks), and the neutral `Connection` of a subscription or
+request (`deliver`, `reply`, `refuse`, `outbound_size`, `closed`), which any front-end's connection
+provides. Replies go to the requesting connection only (`Connection.reply`), never through the
+subject match.
 
 Store-first: a send is appended to the mailbox's stream; delivery to live subscribers and the
 request's `{"msg_id": N}` reply happen only after the commit that made it durable.
@@ -482,6 +483,11 @@ class Mq9Layer:
         # other $mq9.AI.* filters are plain subscriptions; mailbox traffic never reaches them
         self.router.subscribe_plain(sub)
         return None
+
+    def on_connection_closed(self, conn: Connection) -> None:
+        """The router's close hook: a FETCH group's leases held by `conn` end now, and the FETCHes
+        waiting for them are woken (upstream's dialect; its subscriptions went by `on_unsubscribe`)."""
+        self.upstream.connection_closed(conn)
 
     def on_unsubscribe(self, sub: Any) -> None:
         if sub not in self._taken:

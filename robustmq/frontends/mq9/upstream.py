@@ -19,6 +19,13 @@ that connection closes, so competing members never get the same message; the hol
 FETCH gets its unacked deliveries again (at-least-once). ACK accepts exactly the offsets in
 `pending` (and answers an already-acked one again); anything else was never handed to the group: an
 error.
+
+Waiting FETCHes (the long poll) wait on one commit future of the log (`SegmentLog.wait_any`, which
+drops it again on timeout) and one wake future of their own, kept by group and by connection: when a
+connection closes (`connection_closed`, the router's neutral close hook), its leases end and the
+waiting FETCHes of the groups it held leases in are woken at once, and its own waiting FETCHes stop
+without taking anything. A mailbox holds at most `MAX_GROUPS_PER_MAILBOX` groups (each one is
+persisted state until the mailbox expires).
 """
 
 from __future__ import annotations
@@ -66,6 +73,9 @@ MAX_WAIT_MS = 30_000
 MAX_DELAY_S = 365 * 86400
 QUERY_DEFAULT_LIMIT = 100
 MAX_GROUP_NAME = 256  # characters; a group's name is part of its persisted state's key
+# FETCH groups one mailbox may hold: each is persisted state kept until its mailbox expires, so a
+# FETCH naming a new group past this is refused (a clear error) rather than growing the state
+MAX_GROUPS_PER_MAILBOX = 1000
 # the largest msg_id / Unix-seconds value a request may carry (a group's state is stored as
 # msgpack, whose integers end at 2**63 - 1); larger ones are refused, not stored
 MAX_ID = 2**63 - 1
@@ -304,6 +314,13 @@ class Upstream:
         self._prio: dict[str, PriorityIndex] = {}  # by mail_id, built by the first FETCH
         # by mail_id: each mq9-key's latest offset, built by the mailbox's first keyed send
         self._keys: dict[str, tuple[Stream, dict[bytes, int]]] = {}
+        # by mail_id: how many groups are persisted (counted from the metadata at first need)
+        self._group_counts: dict[str, int] = {}
+        # a connection -> the groups it has held leases in (what its close must release)
+        self._holders: dict[Any, set[tuple[str, str]]] = {}
+        # the wake futures of the FETCHes waiting now: by group, and by requesting connection
+        self._group_waits: dict[tuple[str, str], set[asyncio.Future[None]]] = {}
+        self._conn_waits: dict[Any, set[asyncio.Future[None]]] = {}
 
     def mailbox(self, addr: str) -> Mailbox:
         mb = self.registry.get(addr)
@@ -337,6 +354,23 @@ class Upstream:
         self.log.put_meta(FETCH_NS, _gkey(mb.mail_id, name),
                           _state_enc.encode(_SavedGroup(g.floor, g.hi, g.acked, g.start, g.pending)))
 
+    def _count_groups(self, mb: Mailbox) -> int:
+        n = self._group_counts.get(mb.mail_id)
+        if n is None:  # once per mailbox and process: every group created since is counted here
+            n = sum(1 for _ in self.log.scan_meta(FETCH_NS, _gkey(mb.mail_id, "")))
+            self._group_counts[mb.mail_id] = n
+        return n
+
+    def _new_group(self, mb: Mailbox, name: str, g: GroupState) -> None:
+        """Persist a group this mailbox did not have, if it has room for one more."""
+        n = self._count_groups(mb)
+        if n >= MAX_GROUPS_PER_MAILBOX:
+            raise Mq9Error(f"mailbox {mb.mail_id} already has {n} FETCH groups, the most one mailbox "
+                           f"may have ({MAX_GROUPS_PER_MAILBOX}): use an existing group_name (a "
+                           f"group's state is kept until its mailbox expires)")
+        self._group_counts[mb.mail_id] = n + 1
+        self._save(mb, name, g)
+
     def save_dirty(self) -> None:
         """Write the groups ACKs changed since the last call (their replies wait for this batch)."""
         dirty, self._dirty = self._dirty, {}
@@ -350,8 +384,59 @@ class Upstream:
         for key in [k for k in self._dirty if k[0] == mb.mail_id]:
             del self._dirty[key]
         for key in [k for k in self._groups if k[0] == mb.mail_id]:
-            del self._groups[key]
+            g = self._groups.pop(key)
+            for conn in {c for _, c in g.leases.values()}:  # its leases go: so does their index
+                held = self._holders.get(conn)
+                if held is not None:
+                    held.discard(key)
+        self._group_counts.pop(mb.mail_id, None)
         self.log.delete_meta_prefix(FETCH_NS, _gkey(mb.mail_id, ""))
+
+    def connection_closed(self, conn: Any) -> None:
+        """`conn` closed: its leases end now, and every FETCH waiting in a group it held leases in
+        is woken to take what they covered; its own waiting FETCHes stop, taking nothing."""
+        for fut in self._conn_waits.pop(conn, ()):
+            if not fut.done():
+                fut.set_result(None)
+        for key in self._holders.pop(conn, ()):
+            g = self._groups.get(key)
+            if g is None:
+                continue
+            leases = g.leases
+            mine = [off for off, (_, holder) in leases.items() if holder is conn]
+            for off in mine:
+                del leases[off]
+            if mine:
+                for fut in self._group_waits.get(key, ()):
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def _wait(self, stream: Stream, key: tuple[str, str] | None, origin: Any,
+                    timeout: float) -> None:
+        """A FETCH's long poll: until a commit to `stream`, a wake (`connection_closed`) or
+        `timeout`. Two futures, both gone when it returns: nothing is left behind by a poll that
+        timed out, however often a consumer polls an idle mailbox."""
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        commit = asyncio.ensure_future(self.log.wait_any([(stream, stream.committed)], timeout))
+        by_group = self._group_waits.setdefault(key, set()) if key is not None else None
+        by_conn = self._conn_waits.setdefault(origin, set()) if origin is not None else None
+        for waits in (by_group, by_conn):
+            if waits is not None:
+                waits.add(wake)
+        try:
+            # (the commit future's own timeout ends the wait: it drops itself from the stream first)
+            await asyncio.wait((commit, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not commit.done():
+                commit.cancel()  # wait_any drops its future from the stream as it ends
+            if by_group is not None and key is not None:
+                by_group.discard(wake)
+                if not by_group and self._group_waits.get(key) is by_group:
+                    del self._group_waits[key]
+            if by_conn is not None:
+                by_conn.discard(wake)
+                if not by_conn and self._conn_waits.get(origin) is by_conn:
+                    del self._conn_waits[origin]
 
     def ack(self, addr: str, body: bytes) -> bytes:
         """Ack one delivery. The new state is written by the next `save_dirty`: answer after it."""
@@ -549,9 +634,13 @@ class Upstream:
         g = self._group(mb, group) if group is not None else None
         if group is not None and (g is None or req.force_deliver):
             # a new group (or a forced restart) starts where `deliver` says; nothing there is acked
-            g = GroupState(self._start(stream, req), -1, set())
-            g.hi = g.floor - 1
-            self._save(mb, group, g)
+            fresh = GroupState(self._start(stream, req), -1, set())
+            fresh.hi = fresh.floor - 1
+            if g is None:
+                self._new_group(mb, group, fresh)  # refused past MAX_GROUPS_PER_MAILBOX
+            else:
+                self._save(mb, group, fresh)
+            g = fresh
         start = g.floor if g is not None else self._start(stream, req)
         acked: set[int] = g.acked if g is not None else set()
         settled = start
@@ -561,6 +650,10 @@ class Upstream:
             held = g.held_by_others(origin, now_ms()) if g is not None and g.leases else None
             msgs, next_vis, settled = await self._collect(mb, stream, start, req.config.num_msgs,
                                                            acked.__contains__, held)
+            if getattr(origin, "closed", False):
+                # the connection that asked is gone: nobody would get the answer, so take nothing
+                # (no lease on a dead holder, no move of the group's floor)
+                return ok({"messages": []})
             if group is not None:
                 cur = self._groups.get((mb.mail_id, group))
                 if cur is not None and cur is not g:
@@ -585,8 +678,9 @@ class Upstream:
             release = g.next_release(origin, now_ms()) if g is not None else None
             if release is not None:  # a lease that runs out frees its messages for this member
                 left = min(left, max(0.0, (release - now_ms()) / 1000) + 0.001)
-            # wake on the next commit to this stream (or when a delayed message comes due)
-            await self.log.wait(stream, stream.committed, left)
+            # wake on the next commit to this stream, when a delayed message comes due or a lease
+            # runs out, or when a connection holding leases in the group closes
+            await self._wait(stream, (mb.mail_id, group) if group is not None else None, origin, left)
         if g is not None and group is not None:
             changed = False
             if settled > g.floor:
@@ -597,6 +691,8 @@ class Upstream:
                 changed = True
             pending, leases = g.pending, g.leases
             lease = (now_ms() + req.config.ack_wait_ms, origin)
+            if msgs and origin is not None:
+                self._holders.setdefault(origin, set()).add((mb.mail_id, group))
             for off, _ in msgs:
                 leases[off] = lease
                 if off not in pending:

@@ -159,6 +159,7 @@ class NatsSession(ReadTurns, BufferedConnection):
             if sub.queue and sub.max_msgs:
                 self.server.capped_queue_subs -= 1
         self.subs.clear()
+        self.router.connection_closed(self)
         self._out.clear()
         self.budget.account(self, 0)
         self._release_stalled()
