@@ -149,6 +149,15 @@ class MqttParser:
         else:
             buf = self._buf + data if self._buf else bytes(data)
         self._buf = b""
+        if self.version is None and self.server and buf[0] != 0x10:
+            # the first packet must be a CONNECT (3.1.0-1): say so from its first byte, not once the
+            # body that byte and the next happen to announce has arrived (an HTTP "GET" announces
+            # 69 bytes), so a stray client is closed at once
+            b0 = buf[0]
+            if b0 >> 4 == CONNECT:
+                return self._fatal([], reasons.MALFORMED_PACKET,
+                                   f"CONNECT with fixed-header flags 0x{b0 & 15:x}")
+            return self._fatal([], reasons.PROTOCOL_ERROR, f"{_NAMES[b0 >> 4]} before CONNECT")
         out: list[Event] = []
         pos = 0
         n = len(buf)

@@ -82,7 +82,9 @@ class Entry(msgspec.Struct, array_like=True):
     stream: str | None = None
     offset: int = -1
     payload: bytes | None = None
-    user: list[tuple[str, str]] | None = None  # v5 user properties of a copy
+    # v5 user properties of a copy written by an earlier version (which had no `headers`); read
+    # only, as they were: new copies keep their neutral headers instead
+    user: list[tuple[str, str]] | None = None
     retain: bool = False
     sub_ids: list[int] = []
     response: str | None = None
@@ -90,6 +92,11 @@ class Entry(msgspec.Struct, array_like=True):
     # QoS 2 and PUBRECed: only its PUBREL is owed (resent on reconnect and after a restart, never
     # the PUBLISH again: the client may have delivered it already, 4.3.3)
     released: bool = False
+    # a copy's neutral headers (user properties and the `mqtt-*` message properties: content type,
+    # correlation data, payload format, the Message Expiry deadline), made into v5 properties when
+    # it is sent (`mapping.headers_to_properties`), as a referenced record's are. Fields are only
+    # ever appended, with a default, so an entry written by an earlier version still decodes.
+    headers: list[tuple[bytes, bytes]] | None = None
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -266,8 +273,8 @@ class OfflineSession:
             entry.offset = cur[1] if offset < 0 else offset
         else:
             entry.payload = payload
-            if headers:
-                entry.user = [(k.decode(errors="replace"), v.decode(errors="replace")) for k, v in headers]
+            if headers:  # made into properties (or found expired) when it is sent
+                entry.headers = list(headers)
         st.push(entry)
 
     def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:

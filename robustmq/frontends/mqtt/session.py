@@ -30,6 +30,7 @@ from robustmq.frontends.mqtt.codec import (
     serialize,
 )
 from robustmq.frontends.mqtt.mapping import (
+    NO_MESSAGE_PROPERTIES,
     delivery_topic,
     filter_subjects,
     headers_to_properties,
@@ -82,6 +83,9 @@ TOPIC_ALIAS_MAXIMUM = 64  # inbound topic aliases a v5 client may use
 RETRY_S = 20.0  # a 3.1.1 QoS 1/2 message unacknowledged this long is sent again with DUP
 KEEPALIVE_GRACE = 1.5  # spec 3.1.2.10: no packet for 1.5 x keepalive closes the connection
 CONNECT_TIMEOUT_S = 10.0  # an accepted socket that sends no CONNECT in this time is closed
+# after a protocol error, what the client still sends is read and dropped for at most this long
+# before the socket closes (see _linger)
+LINGER_S = 1.0
 # a message that did not come from MQTT (NATS, mq9) has no QoS of its own: it is in the log, so it is
 # delivered at least once to a subscriber that asked for QoS 1 or 2
 FOREIGN_QOS = 1
@@ -145,6 +149,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         self._shutting_down = False
         self.state: SessionState | None = None  # a persistent session's state, while connected
         self._drain_waiting = False
+        self._ended = False  # _end ran
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
         self.peer: tuple[Any, ...] = ("", 0)
         self.start_time = 0.0
@@ -160,6 +165,14 @@ class MqttSession(ReadTurns, BufferedConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._end()
+
+    def _end(self) -> None:
+        """The connection is over (the socket closed, or a protocol error closes it, _linger):
+        its session goes offline or ends, its subscriptions leave the router, the will is due."""
+        if self._ended:
+            return
+        self._ended = True
         session_expiry = 0  # the session ends with the connection unless it is persistent
         if self.state is not None:
             session_expiry = self.state.expiry
@@ -167,6 +180,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         for sub in list(self.subs.values()):
             self.router.unsubscribe(sub)
         self.subs.clear()
+        self.router.connection_closed(self)
         self._filters.clear()
         self._out.clear()
         self._queue.clear()
@@ -368,12 +382,22 @@ class MqttSession(ReadTurns, BufferedConnection):
         st = self.state
         assert st is not None
         now = time.monotonic()
+        now_ms = _now_ms()
+        v5 = self.proto == MQTT_5
         inflight, st.inflight = st.inflight, {}
         for pid, out in inflight.items():
             if not out.released and self._owned(out.topic):
                 if out.seq:  # a mailbox message: the subscription's replay sends it again
                     st.remove(out.seq)
                 continue
+            if out.expires_ms and not out.released:
+                left_ms = out.expires_ms - now_ms
+                if left_ms <= 0:  # its Message Expiry passed while the client was away (as mosquitto)
+                    if out.seq:
+                        st.remove(out.seq)
+                    continue
+                if v5:  # resent with what is left of it (MQTT 5 3.3.2.3.3)
+                    out.props = out.props._replace(message_expiry_interval=(left_ms + 999) // 1000)
             self._inflight[pid] = out
             out.sent_at = now
             if out.released:
@@ -623,7 +647,8 @@ class MqttSession(ReadTurns, BufferedConnection):
                 continue
             how_props = self._props(msg.headers, msg.reply, sub)
             if how_props is not None:
-                self._send_publish(topic, msg.payload, min(msg.qos, sub.qos), True, *how_props)
+                self._send_publish(topic, msg.payload, min(msg.qos, sub.qos), True, *how_props,
+                                   headers=msg.headers)
                 if self.closed:
                     return
         if after is not None:
@@ -720,7 +745,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         if how_props is None:
             return  # its Message Expiry Interval has passed: never delivered (MQTT 5 3.3.2.3.3)
         sub.delivered += 1
-        self._send_publish(sub._topic, payload, qos, retain, *how_props)
+        self._send_publish(sub._topic, payload, qos, retain, *how_props, headers=headers)
 
     def deliver_many(self, sub: MqttSubscription, subject: str, payloads: list[bytes]) -> None:
         """Several header-less, reply-less messages for `sub` (one publish_many): the frames are
@@ -853,13 +878,15 @@ class MqttSession(ReadTurns, BufferedConnection):
                           user_properties=m.user), m.expires_ms
 
     def _send_publish(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties,
-                      expires_ms: int = 0) -> None:
+                      expires_ms: int = 0, headers: Headers | None = None) -> None:
+        """`props` as made from `headers` by `_props` (`headers` are kept by a persistent session's
+        copy of a message, which is not in the log, to make its properties again when it is sent)."""
         if qos == 0:
             self._write_publish(topic, payload, 0, retain, False, 0, props)
             return
         st = self.state
         if st is not None:
-            self._send_persistent(st, topic, payload, qos, retain, props)
+            self._send_persistent(st, topic, payload, qos, retain, props, expires_ms, headers)
             return
         out = Outgoing(topic, payload, qos, retain, props)
         if len(self._inflight) >= self._window:
@@ -874,9 +901,10 @@ class MqttSession(ReadTurns, BufferedConnection):
         self._send_inflight(out, False)
 
     def _send_persistent(self, st: SessionState, topic: str, payload: bytes, qos: int, retain: bool,
-                         props: Properties) -> None:
+                         props: Properties, expires_ms: int, headers: Headers | None) -> None:
         """A QoS 1/2 message for a persistent session: stored as a queue entry (a reference to the
-        record being routed, else a copy) until acknowledged, so a reconnect or a restart resends it."""
+        record being routed, else a copy with its headers) until acknowledged, so a reconnect or a
+        restart resends it with its properties, and not once its Message Expiry has passed."""
         cur = self.router.current
         entry = Entry(topic, qos, retain=retain, sub_ids=list(props.subscription_ids),
                       response=props.response_topic)
@@ -884,7 +912,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             entry.stream, entry.offset = cur
         else:
             entry.payload = payload
-            entry.user = list(props.user_properties) or None
+            entry.headers = list(headers) if headers else None
         if st.pending or len(self._inflight) >= self._window:
             st.push(entry)  # behind what is already owed: order is kept
             self._drain_queue()
@@ -893,6 +921,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             st.dropped += 1
             return
         out = Outgoing(topic, payload, qos, retain, props)
+        out.expires_ms = expires_ms  # a resend on reconnect carries what is left (_resend)
         pid = self._send_inflight(out, False)
         if pid in self._inflight:
             entry.pid = pid
@@ -1058,7 +1087,7 @@ class MqttSession(ReadTurns, BufferedConnection):
                 st.pending.popleft()
                 st.remove(seq)
                 continue
-            payload, user = e.payload, e.user
+            payload, user, headers = e.payload, e.user, e.headers
             m = None
             if e.stream is not None:
                 if not lg.stream_exists(e.stream):
@@ -1077,8 +1106,10 @@ class MqttSession(ReadTurns, BufferedConnection):
                     st.remove(seq)
                     continue
                 rec = recs[0][1]
-                payload = rec.payload
-                m = headers_to_properties(rec.headers, _now_ms())
+                payload, headers = rec.payload, rec.headers
+                m = NO_MESSAGE_PROPERTIES
+            if headers:  # a record's, or a copy's (written since copies keep them)
+                m = headers_to_properties(headers, _now_ms())
                 if m.expired:  # its Message Expiry Interval passed while the session was away
                     st.pending.popleft()
                     st.remove(seq)
@@ -1096,6 +1127,7 @@ class MqttSession(ReadTurns, BufferedConnection):
                                    correlation_data=m.correlation_data if m else None)
             out = Outgoing(e.topic, payload or b"", e.qos, e.retain, props)
             out.seq = seq
+            out.expires_ms = m.expires_ms if m is not None else 0
             pid = self._send_inflight(out, bool(e.pid), e.pid)
             if pid not in self._inflight:  # too large for the client: discarded
                 st.remove(seq)
@@ -1159,11 +1191,11 @@ class MqttSession(ReadTurns, BufferedConnection):
                 self.write(serialize(ConnAck(False, code), MQTT_311))  # return code 1, in 3.1.1's form
             elif self.parser.version == MQTT_5:
                 self.write(serialize(ConnAck(False, code), MQTT_5))
-            self._close(None)
+            self._close(None, linger=True)
         else:
-            self._close(code)
+            self._close(code, linger=True)
 
-    def _close(self, reason: int | None) -> None:
+    def _close(self, reason: int | None, linger: bool = False) -> None:
         """Close after what is queued; on a v5 connection say why first (a DISCONNECT `reason`)."""
         if self.closed:
             return
@@ -1171,8 +1203,27 @@ class MqttSession(ReadTurns, BufferedConnection):
             self.send(Disconnect(reason))
         self._flush()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is None:
+            return
+        if linger and t.can_write_eof():
+            self._linger(t)
+        else:
+            t.close()
+
+    def _linger(self, t: asyncio.Transport) -> None:
+        """Close after a protocol error without a reset. The client may still be sending (the rest
+        of a packet too large, read no further than its header); closing with unread bytes makes
+        the kernel answer with a reset, which often destroyed the DISCONNECT 0x95 / CONNACK that
+        says why. So the reply is followed by a FIN, what still comes is read and dropped
+        (data_received ignores a closed session), and the socket closes when the client closes it
+        or LINGER_S later. The session ends now."""
+        t.write_eof()
+        if self._read_paused:
+            self._read_paused = False
+            t.resume_reading()
+        self._loop.call_later(LINGER_S, t.abort)
+        self._end()
 
     def taken_over(self) -> None:
         """Another connection CONNECTed with this client id (spec 3.1.4): this one goes."""
