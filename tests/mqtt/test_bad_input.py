@@ -23,8 +23,17 @@ from procs import RobustMQ
 
 from robustmq.frontends.mqtt import reasons
 from robustmq.frontends.mqtt.codec import serialize
-from robustmq.frontends.mqtt.packets import ConnAck, Connect, Disconnect, Publish, Will
-from robustmq.frontends.mqtt.session import MAX_INFLIGHT
+from robustmq.frontends.mqtt.packets import (
+    ConnAck,
+    Connect,
+    Disconnect,
+    Publish,
+    SubAck,
+    Subscribe,
+    Subscription,
+    Will,
+)
+from robustmq.frontends.mqtt.session import INFLIGHT_MAX_BYTES, MAX_INFLIGHT
 
 from .clients import MQTT_5, MQTT_311, V3, V5, WAIT, Paho, Raw
 
@@ -237,6 +246,42 @@ def test_subscriber_that_never_reads_is_cut_and_harms_no_one(monitored: RobustMQ
         pub.close()
         other.close()
         stuck.c.socket() and stuck.c.socket().close()
+
+
+def test_subscriber_that_reads_but_never_acknowledges_is_bounded_and_cut(monitored: RobustMQ) -> None:
+    """A client that reads every PUBLISH but never sends a PUBACK (paho v5 with manual acks that
+    never acks does this): unacknowledged bytes in its window are capped (INFLIGHT_MAX_BYTES), what
+    waits behind them counts against --max-pending (8 MiB here), so it is cut as a slow consumer;
+    another subscriber gets everything. Before: the window held up to 1,024 messages whatever their
+    size (64 MiB of 64 KiB ones here) and the client was never cut."""
+    topic = uniq("noack/")
+    cut_before = varz(monitored)["slow_consumers"]
+    lazy = Raw(monitored.mqtt_port, MQTT_5)
+    assert isinstance(lazy.connect(uniq("lazy")), ConnAck)
+    lazy.send(Subscribe(1, (Subscription(topic, 1),)))
+    assert isinstance(lazy.read(), SubAck)
+    other = Paho(monitored.mqtt_port, V3, uniq("other"))
+    other.subscribe(topic, 0)
+    pub = Paho(monitored.mqtt_port, V3, uniq("pub"))
+    payload = b"y" * 65536
+    n = 400  # 25 MiB: past the cap and past --max-pending
+    try:
+        for _ in range(n):
+            assert pub.publish(topic, payload, 1) == 0
+        got = 0
+        while got < n:
+            other.next()
+            got += 1
+        closed, events = lazy.closed_within(10)
+        publishes = [e for e in events if isinstance(e, Publish)]
+        assert len(publishes) <= INFLIGHT_MAX_BYTES // len(payload) + 1, len(publishes)
+        assert closed, f"never cut; it holds {len(publishes)} unacknowledged messages"
+        assert varz(monitored)["slow_consumers"] > cut_before
+        still_serves(monitored.mqtt_port)
+    finally:
+        pub.close()
+        other.close()
+        lazy.close()
 
 
 @pytest.mark.parametrize("version", [pytest.param(V3, id="v3.1.1"), pytest.param(V5, id="v5")])

@@ -78,6 +78,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("robustmq.mqtt")
 
 MAX_INFLIGHT = 1024  # unacknowledged QoS 1/2 messages towards one client (less if its Receive Maximum is)
+# and their payload bytes: a message enters the window only while less than this is unacknowledged
+# (at least one always can), so a client that reads but never acknowledges holds at most about this
+# much; what waits behind the window is counted against --max-pending and --max-pending-total, as
+# mosquitto's max_inflight_bytes bounds its window
+INFLIGHT_MAX_BYTES = 1 << 20
 INBOUND_RECEIVE_MAXIMUM = 1024  # QoS 1/2 publishes a v5 client may have unacknowledged towards us
 TOPIC_ALIAS_MAXIMUM = 64  # inbound topic aliases a v5 client may use
 RETRY_S = 20.0  # a 3.1.1 QoS 1/2 message unacknowledged this long is sent again with DUP
@@ -137,6 +142,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         self._unsent: dict[int, None] = {}
         self._queue: deque[Outgoing] = deque()  # waiting for room in the inflight window
         self._queued_bytes = 0
+        self._inflight_bytes = 0  # payload bytes in _inflight (INFLIGHT_MAX_BYTES)
         self._window = MAX_INFLIGHT
         self._max_out_packet = MAX_PACKET_SIZE_LIMIT
         self._next_pid = 1
@@ -362,6 +368,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         if st is None:
             return
         inflight, self._inflight = self._inflight, {}
+        self._inflight_bytes = 0
         self._unsent = {}
         self.subs, self._filters = {}, {}
         self._qos2_in = set()  # the session keeps its own (st.qos2_in)
@@ -399,6 +406,7 @@ class MqttSession(ReadTurns, BufferedConnection):
                 if v5:  # resent with what is left of it (MQTT 5 3.3.2.3.3)
                     out.props = out.props._replace(message_expiry_interval=(left_ms + 999) // 1000)
             self._inflight[pid] = out
+            self._inflight_bytes += len(out.payload)
             out.sent_at = now
             if out.released:
                 self.send(PubRel(pid))
@@ -782,9 +790,18 @@ class MqttSession(ReadTurns, BufferedConnection):
                 add(p)
         else:
             inflight = self._inflight
-            if self._queue and len(inflight) < self._window:
+            if self._queue and len(inflight) < self._window and self._inflight_bytes < INFLIGHT_MAX_BYTES:
                 self._send_queued()  # what waits goes first
             sent = 0 if self._queue else min(n, max(self._window - len(inflight), 0))
+            if sent:
+                room = INFLIGHT_MAX_BYTES - self._inflight_bytes
+                nb = sum([len(p) for p in payloads[:sent]]) if sent < n else sum([len(p) for p in payloads])
+                if nb - len(payloads[sent - 1]) >= room:  # the bytes fill the window first:
+                    cap, sent, nb = sent, 0, 0  # each enters while less than the cap is in flight
+                    while sent < cap and nb < room:
+                        nb += len(payloads[sent])
+                        sent += 1
+                self._inflight_bytes += nb
             now = time.monotonic()
             pid = self._next_pid
             topic = sub._topic
@@ -889,7 +906,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             self._send_persistent(st, topic, payload, qos, retain, props, expires_ms, headers)
             return
         out = Outgoing(topic, payload, qos, retain, props)
-        if len(self._inflight) >= self._window:
+        if len(self._inflight) >= self._window or self._inflight_bytes >= INFLIGHT_MAX_BYTES:
             out.expires_ms = expires_ms  # checked again when it leaves the queue (_send_queued)
             self._queue.append(out)
             self._queued_bytes += len(payload) + len(topic)
@@ -913,7 +930,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         else:
             entry.payload = payload
             entry.headers = list(headers) if headers else None
-        if st.pending or len(self._inflight) >= self._window:
+        if st.pending or len(self._inflight) >= self._window or self._inflight_bytes >= INFLIGHT_MAX_BYTES:
             st.push(entry)  # behind what is already owed: order is kept
             self._drain_queue()
             return
@@ -934,6 +951,7 @@ class MqttSession(ReadTurns, BufferedConnection):
                 pid = pid % 0xFFFF + 1
             self._next_pid = pid % 0xFFFF + 1
         self._inflight[pid] = out
+        self._inflight_bytes += len(out.payload)
         out.sent_at = time.monotonic()
         self._write_publish(out.topic, out.payload, out.qos, out.retain, dup, pid, out.props)
         return pid
@@ -942,7 +960,8 @@ class MqttSession(ReadTurns, BufferedConnection):
                        props: Properties) -> None:
         frame = encode_publish(topic, payload, qos, retain, dup, pid, props, self.proto)
         if len(frame) > self._max_out_packet:  # spec 3.1.2.25: too large for the client: discarded
-            self._inflight.pop(pid, None)
+            if self._inflight.pop(pid, None) is not None:
+                self._inflight_bytes -= len(payload)
             return
         self.msgs_out += 1
         self.write(frame)
@@ -956,6 +975,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             out = inflight.get(pid)
             if out is not None and out.qos == 1:
                 del inflight[pid]
+                self._inflight_bytes -= len(out.payload)
                 freed = True
                 if out.seq and st is not None:
                     st.remove(out.seq)
@@ -966,6 +986,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         out = self._inflight.get(pid)
         if out is not None and out.qos == qos:
             del self._inflight[pid]
+            self._inflight_bytes -= len(out.payload)
             if out.seq and self.state is not None:
                 self.state.remove(out.seq)
             self._drain_queue()
@@ -977,6 +998,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             return
         if ev.reason_code >= 0x80:  # the client refused it: the exchange ends here
             del self._inflight[ev.packet_id]
+            self._inflight_bytes -= len(out.payload)
             if out.seq and self.state is not None:
                 self.state.remove(out.seq)
             self._drain_queue()
@@ -993,7 +1015,7 @@ class MqttSession(ReadTurns, BufferedConnection):
     def _drain_queue(self) -> None:
         if self._unsent:
             self._send_unsent()
-        if self._queue and len(self._inflight) < self._window:
+        if self._queue and len(self._inflight) < self._window and self._inflight_bytes < INFLIGHT_MAX_BYTES:
             self._send_queued()
         if self._backlog:
             self.budget.account(self, self.backlog_size())
@@ -1017,7 +1039,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         key = -1
         head = pb = b""
         now_ms = 0
-        while queue and room > 0:
+        while queue and room > 0 and self._inflight_bytes < INFLIGHT_MAX_BYTES:
             out = queue.popleft()
             payload = out.payload
             self._queued_bytes -= len(payload) + len(out.topic)
@@ -1046,6 +1068,7 @@ class MqttSession(ReadTurns, BufferedConnection):
                 pid = pid % 0xFFFF + 1
             out.sent_at = now
             inflight[pid] = out
+            self._inflight_bytes += size
             add(head)
             add(pid.to_bytes(2, "big"))
             if pb:
@@ -1071,7 +1094,8 @@ class MqttSession(ReadTurns, BufferedConnection):
 
     def _drain_state_entries(self, st: SessionState) -> None:
         lg = self.router.log
-        while st.pending and len(self._inflight) < self._window and not self.closed:
+        while st.pending and len(self._inflight) < self._window and \
+                self._inflight_bytes < INFLIGHT_MAX_BYTES and not self.closed:
             seq, e = st.pending[0]
             if e.released:  # PUBRECed before a restart: only the PUBREL is owed
                 st.pending.popleft()
