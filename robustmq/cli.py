@@ -16,7 +16,6 @@ import typer
 
 from robustmq import __version__, client_cli
 from robustmq.config import (
-    ENV_PREFIX,
     FLAG_ALIASES,
     HELP,
     SECTION_OF,
@@ -44,6 +43,7 @@ def serve(config: str | None = None, **settings: Any) -> None:
     if raw is not None:
         settings["ephemeral_subjects"] = [p for p in raw.split(",") if p]
     try:
+        _merge_aliases(settings)
         cfg = load_config(config, settings)
         _check_data_dir(cfg.data_dir)
     except ConfigError as exc:
@@ -126,18 +126,51 @@ def _serve_signature() -> inspect.Signature:
             py = float
         else:
             py = str
-        shown = (",".join(value) if isinstance(value, list) else str(value)) or "none"
-        names = ["--" + f.name.replace("_", "-")]
-        if f.name in FLAG_ALIASES:
-            names.append(FLAG_ALIASES[f.name])
+        shown = ",".join(value) if isinstance(value, list) else str(value)
+        shown = shown or EMPTY_SHOWN.get(f.name, "none")
+        flag = "--" + f.name.replace("_", "-")
+        alias = FLAG_ALIASES.get(f.name)
+        panel = f"{SECTION_OF[f.name]} settings (TOML table {SECTION_OF[f.name]})"
+        also = f"; also {alias}" if alias else ""
         params.append(inspect.Parameter(f.name, kw, annotation=Optional[py], default=typer.Option(  # noqa: UP045
-            None, *names, help=f"{HELP[f.name]} (default {shown}; env {ENV_PREFIX}{f.name.upper()})",
-            rich_help_panel=f"{SECTION_OF[f.name]} settings (TOML table {SECTION_OF[f.name]})")))
+            None, flag, help=f"{HELP[f.name]} (default {shown}{also})",
+            rich_help_panel=panel)))
+        if alias:
+            # a separate hidden option, so that the help's flag column holds one name per setting and
+            # is not cut short on an 80-column terminal; the visible line names the alias
+            params.append(inspect.Parameter(f.name + ALIAS_SUFFIX, kw, annotation=Optional[py],  # noqa: UP045
+                                            default=typer.Option(None, alias, hidden=True)))
     return inspect.Signature(params, return_annotation=None)
 
 
+ALIAS_SUFFIX = "__alias"
+EMPTY_SHOWN = {"server_name": "the server id"}  # what an empty default means, in `serve --help`
+
+
+def _merge_aliases(settings: dict[str, Any]) -> None:
+    """`--ping-interval 5` is `--ping-interval-s 5`; giving both with different values is refused."""
+    for name, alias in FLAG_ALIASES.items():
+        value = settings.pop(name + ALIAS_SUFFIX, None)
+        if value is None:
+            continue
+        if settings.get(name) is not None and settings[name] != value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{alias} and {flag} are the same setting; give one of them")
+        settings[name] = value
+
+
+# `serve --help`: paragraphs are single lines, for rich to wrap at the terminal's width; a backslash
+# keeps a bracket literal (rich markup otherwise)
+SERVE_HELP = "\n\n".join((
+    "Run the server. Flags > ROBUSTMQ_* environment > TOML file > defaults.",
+    "Every flag has an environment variable: ROBUSTMQ_ and the flag's name in capitals, dashes as "
+    "underscores (--ping-interval-s: ROBUSTMQ_PING_INTERVAL_S; ROBUSTMQ_CONFIG for --config).",
+    "Every flag is a key of the TOML file too: flat (ping_interval_s = 5), or in its group's table, "
+    "where a key may drop the group's prefix (\\[nats] ping_interval_s = 5, \\[mq9] default_ttl_s = 60).",
+))
+
 serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
-app.command()(serve)
+app.command(help=SERVE_HELP)(serve)
 
 
 @app.command()

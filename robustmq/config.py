@@ -68,7 +68,7 @@ HELP: dict[str, str] = {
     "mqtt_port": "MQTT 3.1.1/5.0 port (0 disables)",
     "kafka_port": "Kafka wire port (0 disables; not built yet)",
     "http_port": "HTTP monitoring port (0 disables)",
-    "server_name": "Name announced in INFO and /varz (default: the server id)",
+    "server_name": "Name announced in INFO and /varz",
     "data_dir": "Data directory (RocksDB)",
     "durability": "wal (survives a process crash) or fsync (survives power loss; one fsync per batch)",
     "segment_max_records": "Records per segment",
@@ -246,8 +246,15 @@ def _flatten(data: dict[str, Any], path: str) -> dict[str, Any]:
                     raise ConfigError(f"{path}: [{key}] has no setting {sub!r} "
                                       f"(it takes: {', '.join(SECTIONS[key])})")
                 out[name] = v
+        elif key in SECTION_OF:
+            out[key] = value  # a flat key
         else:
-            out[key] = value  # a flat key; unknown ones are refused by the Config struct
+            raise ConfigError(f"{path}: unknown setting {key!r} (settings are flat keys such as "
+                              f"nats_port, or keys of the tables {', '.join(f'[{t}]' for t in SECTIONS)}; "
+                              "`robustmq serve --help` lists them)")
+    for name, ftype in _field_types().items():  # a list may be written as the flag takes it: "a.>,b"
+        if ftype is list and isinstance(out.get(name), str):
+            out[name] = [p.strip() for p in out[name].split(",") if p.strip()]
     return out
 
 

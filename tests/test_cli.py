@@ -377,6 +377,35 @@ def test_every_setting_has_a_flag_and_the_flags_work(tmp_path: Any) -> None:
     assert proc.returncode == 2 and "durability" in out  # validated, with a clear error
 
 
+def test_serve_help_is_readable_on_an_80_column_terminal() -> None:
+    """On an 80-column terminal `serve --help` cut the long flags short (`--segment-max-age-s,--segmen…`,
+    `--retention-check-interval-s…` without its alias) and the env names (`ROBUSTMQ_RETENTION_CHECK_INTE…`);
+    every flag and alias must show in full, with the rule that names the environment variables."""
+    from robustmq.config import FLAG_ALIASES, fields
+
+    out = subprocess.run([sys.executable, "-m", "robustmq", "serve", "--help"], capture_output=True,
+                         text=True, timeout=30, env={**os.environ, "COLUMNS": "80"}).stdout
+    assert "…" not in out, out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    words = set(re.findall(r"--[a-z0-9-]+|ROBUSTMQ_[A-Z_]+", out))
+    for f in fields():
+        assert "--" + f.name.replace("_", "-") in words, f.name
+    assert set(FLAG_ALIASES.values()) <= words
+    assert "ROBUSTMQ_PING_INTERVAL_S" in words and "[mq9] default_ttl_s" in out
+    assert "(default none)" not in out.split("--server-name", 1)[1].split("--", 1)[0]
+
+
+def test_short_flag_aliases_set_the_same_setting(tmp_path: Any) -> None:
+    """`--ping-interval` is `--ping-interval-s`: checked like it, and both at once must agree."""
+    res = subprocess.run(_serve_argv("--nats-port", "0", "--data-dir", str(tmp_path / "d"),
+                                     "--ping-interval", "0"), capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "ping-interval" in res.stderr and "more than 0" in res.stderr, res.stderr
+    res = subprocess.run(_serve_argv("--nats-port", "0", "--data-dir", str(tmp_path / "d"),
+                                     "--retention-max-age", "5", "--retention-max-age-s", "6"),
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "same setting" in res.stderr, res.stderr
+
+
 # ------------------------------------------------------------------------------ serve: start-up failures
 
 
@@ -497,3 +526,60 @@ def test_status_with_a_bad_http_url_is_a_clear_error(server: Any) -> None:
             assert w in res.stderr, (http, res.stderr)
         res = cli("status", "--http", http, "--json", server=server)
         assert res.returncode == 1 and "error" in json.loads(res.stdout), (http, res)
+
+
+# ------------------------------------------------------------------------------ serve: signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_the_server_cleanly_and_keeps_acked_messages(tmp_path: Any, sig: int) -> None:
+    """SIGTERM / SIGINT with NATS and MQTT clients connected and acknowledged mq9 sends in flight: the
+    server is gone within a few seconds, exit 0, no traceback; every acknowledged message is there
+    after a restart on the same data directory."""
+    import asyncio
+
+    import nats
+    import paho.mqtt.client as mqtt
+    from procs import RobustMQ
+
+    s = RobustMQ(data_dir=str(tmp_path / "data"), http=True, mqtt=True).start()
+    m = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sig-dev")
+
+    async def before_and_during() -> tuple[str, int]:
+        nc = await nats.connect(s.nats_url, allow_reconnect=False)
+        mail_id = json.loads((await nc.request("$mq9.AI.MAILBOX.CREATE", b'{"ttl":600}')).data)["mail_id"]
+        await nc.subscribe("sig.>")
+        for i in range(20):
+            await nc.request(f"$mq9.AI.MAILBOX.MSG.{mail_id}", b"before %d" % i, timeout=5)
+        in_flight = [asyncio.ensure_future(nc.request(f"$mq9.AI.MAILBOX.MSG.{mail_id}", b"in flight %d" % i,
+                                                      timeout=1)) for i in range(500)]
+        await asyncio.sleep(0)
+        s.proc.send_signal(sig)  # type: ignore[union-attr]
+        done = await asyncio.gather(*in_flight, return_exceptions=True)
+        try:
+            await nc.close()
+        except Exception:  # noqa: BLE001 - the server is going away
+            pass
+        return mail_id, 20 + sum(1 for r in done if not isinstance(r, BaseException))
+
+    try:
+        m.connect("127.0.0.1", s.mqtt_port)
+        m.loop_start()
+        mail_id, acked = asyncio.run(before_and_during())
+        t0 = time.monotonic()
+        rc = s.proc.wait(5)  # type: ignore[union-attr]
+        assert rc == 0 and time.monotonic() - t0 < 5
+        log = s.log_text()
+        assert "Traceback" not in log and "shutting down" in log, log[-2000:]
+        s.proc = None
+        s.start()
+
+        async def stored() -> int:
+            nc = await nats.connect(s.nats_url, allow_reconnect=False)
+            reply = json.loads((await nc.request(f"$mq9.AI.MAILBOX.LIST.{mail_id}", b'{"limit":10000}')).data)
+            await nc.close()
+            return len(reply["messages"])
+        assert asyncio.run(stored()) >= acked
+    finally:
+        m.loop_stop()
+        s.cleanup()

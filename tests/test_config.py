@@ -142,3 +142,60 @@ def test_unreadable_or_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(str(tmp_path), environ={})  # a directory
     assert "cannot read config file" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["[mqtt]\nport = 1\n", "nats_prot = 4222\n"])
+def test_unknown_toml_key_names_the_file_and_the_tables(tmp_path: Path, text: str) -> None:
+    """A `[mqtt]` table or a misspelt key used to be `invalid configuration: Object contains unknown
+    field ...`, naming neither the file nor what it may hold."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, environ={})
+    msg = str(err.value)
+    assert path in msg and "unknown setting" in msg and "[server]" in msg and "[mq9]" in msg, msg
+
+
+def test_list_setting_takes_the_flags_comma_form_in_toml(tmp_path: Path) -> None:
+    """`--ephemeral-subjects` and its env var are comma-separated; the TOML key takes that form too, as
+    well as an array."""
+    cfg = load_config(write(tmp_path, '[log]\nephemeral_subjects = "_INBOX.>, tmp.>"\n'), environ={})
+    assert cfg.ephemeral_subjects == ["_INBOX.>", "tmp.>"]
+
+
+def test_every_section_env_and_flag_precedence(tmp_path: Path) -> None:
+    """One TOML file with a value for every setting; each env var beats it, each flag beats both."""
+    from robustmq.config import SECTIONS
+
+    lines: list[str] = []
+    for sec, names in SECTIONS.items():
+        lines.append(f"[{sec}]")
+        for n in names:
+            if n in ("password", "token"):
+                continue
+            lines.append(f"{n} = {_sample(n, 1)!r}".replace("'", '"'))
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    cfg = load_config(path, environ={})
+    for f in fields():
+        if f.name not in ("password", "token"):
+            assert getattr(cfg, f.name) == _sample(f.name, 1) or f.name == "ephemeral_subjects", f.name
+    env = {f"ROBUSTMQ_{n.upper()}": str(_sample(n, 2)) for n in SECTION_OF if n not in ("password", "token")}
+    env["ROBUSTMQ_EPHEMERAL_SUBJECTS"] = "env.>"
+    cfg = load_config(path, environ=env)
+    assert cfg.nats_port == _sample("nats_port", 2) and cfg.ephemeral_subjects == ["env.>"]
+    assert cfg.mq9_sweep_interval_s == _sample("mq9_sweep_interval_s", 2)
+    cfg = load_config(path, {"nats_port": 7, "mq9_sweep_interval_s": 0.25}, environ=env)
+    assert cfg.nats_port == 7 and cfg.mq9_sweep_interval_s == 0.25 and cfg.host == _sample("host", 2)
+
+
+def _sample(name: str, n: int) -> object:
+    """A valid, distinct value of setting `name` for layer n."""
+    special: dict[str, object] = {
+        "host": f"127.0.0.{n}", "server_name": f"s{n}", "log_level": ["debug", "warning"][n - 1],
+        "data_dir": f"/tmp/robustmq-cfg-{n}", "durability": ["fsync", "wal"][n - 1],
+        "ephemeral_subjects": "_INBOX.>", "user": f"u{n}", "max_payload": 1000 + n,
+        "mq9_default_ttl_s": 60 + n,
+    }
+    if name in special:
+        return special[name]
+    default = getattr(load_config(environ={}), name)
+    return type(default)(default + n) if isinstance(default, (int, float)) else default

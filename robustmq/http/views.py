@@ -21,7 +21,7 @@ import msgspec
 
 from robustmq import __version__
 from robustmq.frontends.nats.server import PROTOCOL_VERSION
-from robustmq.frontends.registry import ConnectionInfo, FrontEnd, SubscriptionInfo
+from robustmq.frontends.registry import ClosedConnection, ConnectionInfo, FrontEnd, SubscriptionInfo
 from robustmq.http.redact import is_private_subject, redact_subject, redact_text
 from robustmq.routing.subjects import subject_matches, valid_publish_subject
 
@@ -56,7 +56,12 @@ _SORTS: dict[str, tuple[Callable[[Entry], Any], bool]] = {
     "msgs_from": (lambda e: e[1].msgs_in, True),
     "bytes_to": (lambda e: e[1].bytes_out, True),
     "bytes_from": (lambda e: e[1].bytes_in, True),
+    # closed connections only, as nats-server
+    "stop": (lambda e: getattr(e[1], "stop_time", 0.0), True),
+    "reason": (lambda e: getattr(e[1], "reason", ""), False),
 }
+_CLOSED_ONLY_SORTS = frozenset(("stop", "reason"))
+_STATES = ("open", "closed", "any", "all")  # nats-server's ConnState names (`any` = `all`)
 
 
 class HttpError(Exception):
@@ -259,6 +264,7 @@ class MonitorViews:
         b = self.broker
         cfg = b.cfg
         nats = b.frontends.get("nats")
+        mqtt = b.frontends.get("mqtt")
         now = time.time()
         frontends = [self._frontend_summary(fe) for fe in b.frontends]
 
@@ -303,7 +309,25 @@ class MonitorViews:
             "in_bytes": total("in_bytes"),
             "out_bytes": total("out_bytes"),
             "slow_consumers": total("slow_consumers"),
+            # nats-server splits client traffic from route/leaf traffic; here every message is a client's
+            "in_client_msgs": total("in_msgs"),
+            "out_client_msgs": total("out_msgs"),
+            "in_client_bytes": total("in_bytes"),
+            "out_client_bytes": total("out_bytes"),
+            "slow_consumer_stats": {"clients": total("slow_consumers"), "routes": 0, "gateways": 0,
+                                    "leafs": 0},
             "subscriptions": total("subscriptions"),
+            "config_load_time": rfc3339(b.started),
+            "http_base_path": "",
+            "https_port": 0,
+            # nats-server's per-listener option objects: `{}` for what is not running, as it does;
+            # MQTT runs here without nats-server's MQTT options, so it shows its address only
+            "cluster": {},
+            "gateway": {},
+            "leaf": {},
+            "websocket": {},
+            "jetstream": {},
+            "mqtt": {"host": cfg.host, "port": mqtt.port} if mqtt is not None else {},
             "http_req_stats": dict(self.req_stats),
             # robustmq extras
             "frontends": frontends,
@@ -318,12 +342,21 @@ class MonitorViews:
 
     def connz(self, q: Query) -> dict[str, Any]:
         offset = _int(q, "offset", 0, MAX_OFFSET)
-        limit = _int(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        limit = _int(q, "limit", DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT  # 0: the default, as nats-server
         subs = _subs_mode(q)
         sort = (q.get("sort") or "cid").lower()
         if sort not in _SORTS:
             raise HttpError(400, f"invalid sort {sort!r}: want one of {', '.join(_SORTS)}")
-        entries = list(self.broker.frontends.connections())
+        state = (q.get("state") or "open").lower()
+        if state not in _STATES:
+            raise HttpError(400, f"invalid state {state!r}: want open, closed or all")
+        if sort in _CLOSED_ONLY_SORTS and state != "closed":
+            raise HttpError(400, f"sort by {sort} is only valid with state=closed")
+        entries: list[Entry] = []
+        if state != "closed":
+            entries += self.broker.frontends.connections()
+        if state != "open":
+            entries += self.broker.frontends.closed_connections()
         if q.get("cid") not in (None, ""):
             cid = _int(q, "cid", 0)
             entries = [e for e in entries if e[1].cid == cid]
@@ -364,6 +397,11 @@ class MonitorViews:
             "lang": redact_text(c.lang),
             "version": redact_text(c.version),
         }
+        if isinstance(c, ClosedConnection):
+            info["uptime"] = uptime_str(c.stop_time - c.start_time)
+            info["stop"] = rfc3339(c.stop_time)
+            if c.reason:
+                info["reason"] = c.reason
         if subs:
             listed: list[SubscriptionInfo] = []
             for s in c.subs.values():
@@ -381,7 +419,7 @@ class MonitorViews:
     def subsz(self, q: Query) -> dict[str, Any]:
         b = self.broker
         offset = _int(q, "offset", 0, MAX_OFFSET)
-        limit = _int(q, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+        limit = _int(q, "limit", DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT  # 0: the default, as nats-server
         subs = _subs_mode(q)
         test = q.get("test")
         if test is not None and not valid_publish_subject(test):
@@ -398,6 +436,10 @@ class MonitorViews:
             # robustmq: plain subscriptions live in the subject trie, mailbox ones in the mq9 layer
             "num_trie": b.router.subscription_count,
             "num_mq9": max(total - b.router.subscription_count, 0),
+            # as nats-server, always: the number of subscriptions a list would hold, and its window
+            "total": total,
+            "offset": offset,
+            "limit": limit,
         }
         if subs or test is not None:
             conns = sorted((c for _, c in b.frontends.connections()), key=lambda c: c.cid)
