@@ -107,8 +107,8 @@ _NO_SUBS: Mapping[str, SubscriptionInfo] = {}
 class ClosedConnection:
     """What /connz?state=closed shows of a connection that has gone: a snapshot taken at close."""
 
-    __slots__ = ("bytes_in", "bytes_out", "cid", "lang", "msgs_in", "msgs_out", "name", "peer", "reason",
-                 "start_time", "stop_time", "version")
+    __slots__ = ("bytes_in", "bytes_out", "cid", "lang", "last_activity", "msgs_in", "msgs_out", "name",
+                 "peer", "reason", "start_time", "stop_time", "version")
 
     def __init__(self, conn: Any, stop_time: float) -> None:
         self.cid: int = conn.cid
@@ -116,6 +116,7 @@ class ClosedConnection:
         self.peer: tuple[Any, ...] = tuple(peer[:2]) if isinstance(peer, tuple) else ()
         self.start_time: float = getattr(conn, "start_time", 0.0) or stop_time
         self.stop_time = stop_time
+        self.last_activity: float = getattr(conn, "last_activity", 0.0) or self.start_time
         # a front-end may say why it closed a connection (nats-server's reasons: "Client Closed",
         # "Slow Consumer", "Stale Connection", ...); empty when it does not
         self.reason: str = (getattr(conn, "close_reason", "") or "")[:MAX_CLOSED_TEXT]

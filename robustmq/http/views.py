@@ -56,12 +56,19 @@ _SORTS: dict[str, tuple[Callable[[Entry], Any], bool]] = {
     "msgs_from": (lambda e: e[1].msgs_in, True),
     "bytes_to": (lambda e: e[1].bytes_out, True),
     "bytes_from": (lambda e: e[1].bytes_in, True),
+    "last": (lambda e: _last_activity(e[1]), True),  # most recently active first
+    "idle": (lambda e: _last_activity(e[1]), False),  # longest idle first
     # closed connections only, as nats-server
     "stop": (lambda e: getattr(e[1], "stop_time", 0.0), True),
     "reason": (lambda e: getattr(e[1], "reason", ""), False),
 }
 _CLOSED_ONLY_SORTS = frozenset(("stop", "reason"))
 _STATES = ("open", "closed", "any", "all")  # nats-server's ConnState names (`any` = `all`)
+
+
+def _last_activity(c: Any) -> float:
+    """When the client last sent something (wall clock); its start when the front-end cannot say."""
+    return getattr(c, "last_activity", 0.0) or c.start_time
 
 
 class HttpError(Exception):
@@ -387,6 +394,8 @@ class MonitorViews:
             "port": int(peer[1]) if len(peer) > 1 else 0,
             "start": rfc3339(c.start_time),
             "uptime": uptime_str(now - c.start_time),
+            "last_activity": rfc3339(_last_activity(c)),
+            "idle": uptime_str(max(0.0, now - _last_activity(c))),
             "pending_bytes": c.outbound_size(),
             "in_msgs": c.msgs_in,
             "out_msgs": c.msgs_out,
@@ -400,6 +409,7 @@ class MonitorViews:
         if isinstance(c, ClosedConnection):
             info["uptime"] = uptime_str(c.stop_time - c.start_time)
             info["stop"] = rfc3339(c.stop_time)
+            info["idle"] = uptime_str(max(0.0, c.stop_time - _last_activity(c)))
             if c.reason:
                 info["reason"] = c.reason
         if subs:

@@ -83,6 +83,13 @@ MAX_INFLIGHT = 1024  # unacknowledged QoS 1/2 messages towards one client (less 
 # much; what waits behind the window is counted against --max-pending and --max-pending-total, as
 # mosquitto's max_inflight_bytes bounds its window
 INFLIGHT_MAX_BYTES = 1 << 20
+# why the server closed a connection, in nats-server's words (its ClosedState names), as
+# /connz?state=closed shows the closed connections of every protocol
+_CLOSE_REASONS = {
+    reasons.KEEP_ALIVE_TIMEOUT: "Stale Connection",
+    reasons.SESSION_TAKEN_OVER: "Duplicate Client ID",
+    reasons.SERVER_SHUTTING_DOWN: "Server Shutdown",
+}
 INBOUND_RECEIVE_MAXIMUM = 1024  # QoS 1/2 publishes a v5 client may have unacknowledged towards us
 TOPIC_ALIAS_MAXIMUM = 64  # inbound topic aliases a v5 client may use
 RETRY_S = 20.0  # a 3.1.1 QoS 1/2 message unacknowledged this long is sent again with DUP
@@ -130,6 +137,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         self.proto = MQTT_311
         self.connected = False
         self.closed = False
+        self.close_reason = ""  # why it closed (/connz?state=closed)
         self.keepalive = 0
         self.will: Will | None = None
         self.subs: dict[str, MqttSubscription] = {}  # sid -> subscription (monitoring reads this)
@@ -171,7 +179,14 @@ class MqttSession(ReadTurns, BufferedConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.close_reason:
+            self.close_reason = "Client Closed"
         self._end()
+
+    @property
+    def last_activity(self) -> float:
+        """Wall clock of the last read from the client (/connz last_activity, idle)."""
+        return time.time() - (time.monotonic() - self.last_rx)
 
     def _end(self) -> None:
         """The connection is over (the socket closed, or a protocol error closes it, _linger):
@@ -265,6 +280,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             sei = ev.properties.session_expiry_interval
             if sei is not None and self.state is not None:  # v5: the client changes its expiry
                 self.state.expiry = min(sei, MAX_SESSION_EXPIRY_S)
+            self.close_reason = "Client Closed"
             self._close(None)
         elif isinstance(ev, ProtocolError):
             self._protocol_error(ev.reason_code, ev.text)
@@ -435,6 +451,9 @@ class MqttSession(ReadTurns, BufferedConnection):
     def _refuse_connect(self, code: int) -> None:
         self.send(ConnAck(False, code))
         self.will = None
+        if code in (reasons.BAD_USER_NAME_OR_PASSWORD, reasons.NOT_AUTHORIZED,
+                    reasons.BAD_AUTHENTICATION_METHOD):
+            self.close_reason = "Authentication Failure"
         self._close(None)
 
     # ------------------------------------------------------------------ inbound publish
@@ -1171,6 +1190,7 @@ class MqttSession(ReadTurns, BufferedConnection):
             return
         if not self.connected:
             if now - self._accepted > CONNECT_TIMEOUT_S:
+                self.close_reason = "Authentication Timeout"  # (nats-server's name for no CONNECT in time)
                 self._close(None)
             return
         if self.keepalive and now - self.last_rx > self.keepalive * KEEPALIVE_GRACE:
@@ -1198,6 +1218,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         if self.closed:
             return
         self.server.slow_consumers += 1
+        self.close_reason = "Slow Consumer (Pending Bytes)"
         log.warning("mqtt slow consumer cid=%d %s: closing", self.cid, self.peer)
         self.budget.account(self, 0)
         self._out.clear()
@@ -1223,6 +1244,8 @@ class MqttSession(ReadTurns, BufferedConnection):
         """Close after what is queued; on a v5 connection say why first (a DISCONNECT `reason`)."""
         if self.closed:
             return
+        if not self.close_reason:
+            self.close_reason = _CLOSE_REASONS.get(reason or 0, "Protocol Violation")
         if reason is not None and self.connected and self.proto == MQTT_5:
             self.send(Disconnect(reason))
         self._flush()

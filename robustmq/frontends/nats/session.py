@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+from time import time as _time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -137,13 +138,15 @@ class NatsSession(ReadTurns, BufferedConnection):
         self.msgs_in = self.msgs_out = self.bytes_in = self.bytes_out = 0
         self.peer = ("", 0)
         self.start_time = 0.0  # wall clock at accept (for /connz)
+        self.last_activity = 0.0  # wall clock of the last read from the client (/connz last_activity, idle)
+        self.close_reason = ""  # why it closed, in nats-server's words (/connz?state=closed)
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
         self.peer = transport.get_extra_info("peername") or ("", 0)
-        self.start_time = time.time()
+        self.start_time = self.last_activity = time.time()
         self.cid = self.server.register(self)
         self.write(self.server.info_line(self))
         if self.server.auth_required:
@@ -152,6 +155,8 @@ class NatsSession(ReadTurns, BufferedConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.close_reason:
+            self.close_reason = errors.CLOSED_BY_CLIENT
         if self._auth_timer:
             self._auth_timer.cancel()
         for sub in list(self.subs.values()):
@@ -192,6 +197,7 @@ class NatsSession(ReadTurns, BufferedConnection):
         if self.closed or self._failing is not None:
             return
         self.bytes_in += len(data)
+        self.last_activity = _time()
         srv = self.server
         srv.producer = self
         self._stall_pending = False
@@ -581,6 +587,7 @@ class NatsSession(ReadTurns, BufferedConnection):
         if self.closed:
             return
         self.server.slow_consumers += 1
+        self.close_reason = errors.CLOSED_SLOW_CONSUMER
         log.warning("slow consumer cid=%d %s: closing (backlog %d, out %d, total %d)", self.cid, self.peer,
                     self._backlog, self._out_size, self.server.pending_total)
         self.budget.account(self, 0)
@@ -611,6 +618,7 @@ class NatsSession(ReadTurns, BufferedConnection):
             self._close_with(self._failing[0])
 
     def _close_with(self, text: str | None) -> None:
+        self.close_reason = errors.CLOSE_REASONS.get(text, errors.CLOSED_OTHER)
         if text is not None:
             self.write(errors.err_line(text))
         self._flush()
