@@ -86,6 +86,9 @@ class FrontEnd(Protocol):
     def slow_consumers(self) -> int: ...  # connections cut for not reading, since start
 
     @property
+    def stale_connections(self) -> int: ...  # connections cut for silence (no PONG, keep-alive), since start
+
+    @property
     def total_connections(self) -> int: ...  # accepted since start
 
     def connections(self) -> Collection[ConnectionInfo]:

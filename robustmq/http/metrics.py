@@ -64,6 +64,9 @@ class BrokerCollector:
         slow = CounterMetricFamily("robustmq_slow_consumers_total",
                                    "Connections closed because they did not read fast enough.",
                                    labels=PROTOCOL)
+        stale = CounterMetricFamily("robustmq_stale_connections_total",
+                                    "Connections closed for silence (no PONG to PINGs, MQTT keep-alive).",
+                                    labels=PROTOCOL)
         for fe in self.broker.frontends:
             label = [fe.protocol]
             open_conns = list(fe.connections())
@@ -76,7 +79,8 @@ class BrokerCollector:
             bytes_in.add_metric(label, bi)
             bytes_out.add_metric(label, bo)
             slow.add_metric(label, fe.slow_consumers)
-        yield from (conns, accepted, subs, msgs_in, msgs_out, bytes_in, bytes_out, slow)
+            stale.add_metric(label, fe.stale_connections)
+        yield from (conns, accepted, subs, msgs_in, msgs_out, bytes_in, bytes_out, slow, stale)
 
     def _routing(self) -> Iterator[Metric]:
         b = self.broker

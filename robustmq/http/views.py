@@ -252,6 +252,7 @@ class MonitorViews:
             "in_bytes": in_bytes,
             "out_bytes": out_bytes,
             "slow_consumers": fe.slow_consumers,
+            "stale_connections": fe.stale_connections,
         }
 
     def _subscription_count(self) -> int:
@@ -316,6 +317,7 @@ class MonitorViews:
             "in_bytes": total("in_bytes"),
             "out_bytes": total("out_bytes"),
             "slow_consumers": total("slow_consumers"),
+            "stale_connections": total("stale_connections"),
             # nats-server splits client traffic from route/leaf traffic; here every message is a client's
             "in_client_msgs": total("in_msgs"),
             "out_client_msgs": total("out_msgs"),

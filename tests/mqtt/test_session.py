@@ -39,7 +39,7 @@ RAW_VERSIONS = [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5
 
 @pytest.fixture(scope="module")
 def srv():
-    s = RobustMQ(mqtt=True).start()
+    s = RobustMQ(mqtt=True, http=True).start()
     yield s
     s.cleanup()
 
@@ -266,6 +266,12 @@ def test_will_on_abrupt_close_not_on_disconnect(srv: RobustMQ, version: int) -> 
 # ------------------------------------------------------------------------------------ keepalive, takeover
 @pytest.mark.parametrize("version", RAW_VERSIONS)
 def test_keepalive_timeout_closes(srv: RobustMQ, version: int) -> None:
+    def stale() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}/varz", timeout=5) as resp:
+            fes = json.loads(resp.read())["frontends"]
+            return int(next(f for f in fes if f["protocol"] == "mqtt")["stale_connections"])
+
+    before = stale()
     r = Raw(srv.mqtt_port, version)
     r.connect(uniq("ka"), keepalive=1)
     start = time.monotonic()
@@ -274,6 +280,7 @@ def test_keepalive_timeout_closes(srv: RobustMQ, version: int) -> None:
     assert closed and 1.4 < time.monotonic() - start < 4
     if version == MQTT_5:
         assert Disconnect(reasons.KEEP_ALIVE_TIMEOUT) in got
+    assert stale() == before + 1  # /varz counts it, as nats-server's stale_connections
 
 
 @pytest.mark.parametrize("version", VERSIONS)

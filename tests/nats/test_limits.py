@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
+import urllib.request
 
 import nats
 import pytest
@@ -145,7 +147,7 @@ async def test_server_wide_outbound_cap_cuts_the_slowest_first(protocol: str) ->
 
 
 async def test_stale_connection_gets_error_and_close() -> None:
-    srv = RobustMQ(extra_args=["--ping-interval", "0.2", "--max-pings-out", "2"]).start()
+    srv = RobustMQ(extra_args=["--ping-interval", "0.2", "--max-pings-out", "2"], http=True).start()
     try:
         r, _w = await raw(srv.nats_port)
         seen = b""
@@ -157,6 +159,14 @@ async def test_stale_connection_gets_error_and_close() -> None:
             seen += line  # never answer the server's PINGs
         assert seen.count(b"PING\r\n") == 2
         assert seen.endswith(b"-ERR 'Stale Connection'\r\n")
+        # monitoring counts it and says why it closed, as nats-server does
+        def get(path: str) -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}{path}", timeout=5) as resp:
+                return json.loads(resp.read())
+        assert (await asyncio.to_thread(get, "/varz"))["stale_connections"] == 1
+        closed = (await asyncio.to_thread(get, "/connz?state=closed"))["connections"]
+        # (the others: the port probes of the test's start-up, which connect and close at once)
+        assert [c["reason"] for c in closed].count("Stale Connection") == 1
         # a client that answers stays connected
         nc = await nats.connect(srv.nats_url, allow_reconnect=False)
         await asyncio.sleep(1.0)

@@ -67,6 +67,7 @@ class MqttServer:
         self.queued_total = 0  # entries queued in all of them (persistent.MAX_QUEUED_TOTAL)
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
+        self.stale_connections = 0  # cut for outliving their keep-alive (1.5 x) in silence
         self.port = cfg.mqtt_port
         self._server: asyncio.base_events.Server | None = None
         self._ticker: asyncio.Task[None] | None = None

@@ -1194,6 +1194,7 @@ class MqttSession(ReadTurns, BufferedConnection):
                 self._close(None)
             return
         if self.keepalive and now - self.last_rx > self.keepalive * KEEPALIVE_GRACE:
+            self.server.stale_connections += 1
             self._close(reasons.KEEP_ALIVE_TIMEOUT)
             return
         # 3.1.1 allows resending within a connection; v5 only on reconnect (spec 4.4)

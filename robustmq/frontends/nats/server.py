@@ -34,6 +34,7 @@ class NatsServer:
         self.server_id = "N" + secrets.token_hex(16).upper()[:55]
         self.auth_required = bool(cfg.user or cfg.token)
         self.slow_consumers = 0
+        self.stale_connections = 0  # cut for not answering server PINGs
         # queue subscriptions with an UNSUB max still to reach: while there are any, a publisher's
         # pipelined burst is routed one message at a time, so a member that reaches its max in
         # the burst is not picked again (nats-server gives the rest to the other members)

@@ -636,6 +636,7 @@ class NatsSession(ReadTurns, BufferedConnection):
             self.pings_out = 0
         self._read_at_ping = self.bytes_in
         if self.pings_out >= self.server.cfg.max_pings_out:
+            self.server.stale_connections += 1
             self.fail(errors.STALE)
             return
         self._drained_at_ping = drained + len(PING)  # the PING itself is no sign of life
