@@ -116,15 +116,6 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def pair():
-    ref = NatsServer().start()
-    ours = RobustMQ().start()
-    yield ref, ours
-    ours.cleanup()
-    ref.stop()
-
-
 def normalise(out: bytes, case: str) -> bytes:
     if case == "queue_group":  # which member gets it is random on both servers
         out = out.replace(b"MSG q 2 ", b"MSG q 1 ")

@@ -10,7 +10,6 @@ import asyncio
 
 import nats
 import pytest
-from procs import NatsServer, RobustMQ
 from test_parity import exchange
 
 C = b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true}\r\n'
@@ -53,15 +52,6 @@ CASES = {
     "echo_false_queue_request": b'CONNECT {"echo":false,"verbose":false,"headers":true,"no_responders":true}\r\n'
                                 b"SUB svc g 1\r\nSUB _INBOX.a 2\r\nPUB svc _INBOX.a 1\r\nx\r\nPING\r\n",
 }
-
-
-@pytest.fixture(scope="module")
-def pair():
-    ref = NatsServer().start()
-    ours = RobustMQ().start()
-    yield ref, ours
-    ours.cleanup()
-    ref.stop()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
