@@ -11,6 +11,8 @@ stream id (`sid`, 4 bytes big-endian) keeps one stream's keys adjacent inside a 
                                       (ts: the segment's first record's timestamp, a lower bound of
                                       its newest one, so every segment older than a cutoff is found
                                       by one ordered scan up to the cutoff)
+    O<stream name>                 -> (empty) the stream grew past its byte limit and awaits a retention
+                                      pass (so a restart before that pass still trims it)
     M<namespace>\\0<key>           -> front-end metadata (mailboxes, group offsets, topics, sessions)
     N                              -> the log's state: the next free sid (so startup never scans S keys
                                       to find it), the smallest per-stream age limit ever set, and
@@ -27,6 +29,7 @@ P_SEGMENT = b"G"
 P_META = b"M"
 P_DELETED = b"D"
 P_TIME = b"T"
+P_OVER = b"O"
 K_NEXT_SID = b"N"
 
 
@@ -79,6 +82,10 @@ def time_key_parts(key: bytes) -> tuple[int, int, int]:
 
 def stream_key(name: str) -> bytes:
     return P_STREAM + name.encode()
+
+
+def over_key(name: str) -> bytes:
+    return P_OVER + name.encode()
 
 
 def stream_key_name(key: bytes) -> str:

@@ -73,6 +73,7 @@ class Stream:
         "committed",
         "created_ms",
         "deleted",
+        "floor",
         "gone",
         "gprefix",
         "kprefix",
@@ -108,6 +109,7 @@ class Stream:
         self.gone = False  # deleted: a later commit must not bring its offsets back
         self.retention_age_ms = -1  # -1: the log's default; 0: keep forever
         self.retention_bytes = -1
+        self.floor = 0  # offsets below it were dropped by retention (persisted in the S key)
 
     @property
     def first_offset(self) -> int:
@@ -190,6 +192,9 @@ class SegmentLog:
         self.writer_thread = writer_thread
         self._retention_cursor: bytes | None = None  # where the next age pass resumes in the T index
         self._over_bytes: set[str] = set()  # streams that grew past their byte limit since the last pass
+        # the first pass also takes the notes (O keys) of streams that were past their limit when the
+        # last run ended (kill -9 or a stop before its pass): startup itself still reads one key
+        self._over_loaded = False  # (set below: a new store, with no N key yet, has none to load)
         self.streams: dict[str, Stream] = {}  # the cache of loaded streams, oldest first
         self._deleting: dict[str, int] = {}  # name -> batch deleting it, until that batch is written
         self._batch = store.new_batch()
@@ -214,6 +219,7 @@ class SegmentLog:
         # the log's state, one key (N): the next sid, the smallest per-stream age limit ever set, and
         # whether the time index (T keys) covers the segments of every stream whose age limit is > 0
         raw = store.get(k.K_NEXT_SID)
+        self._over_loaded = raw is None
         self._sid_dirty = False  # the N key is to be written
         self._next_sid = int.from_bytes(raw[:4], "big") if raw else self._max_sid_on_disk() + 1
         self._min_custom_age_ms = int.from_bytes(raw[4:12], "big") if raw and len(raw) >= 13 else 0
@@ -292,12 +298,15 @@ class SegmentLog:
         s = Stream(name, meta.sid, meta.created_ms)
         s.retention_age_ms = meta.retention_age_ms
         s.retention_bytes = meta.retention_bytes
+        s.floor = meta.floor
         for _, v in self.store.scan_prefix(k.segment_prefix(meta.sid)):
             seg = decode_segment(v)
             s.segments.append(seg)
             s.nbytes += seg.nbytes
-        if s.segments:
-            s.next_offset = s.committed = s.segments[-1].last + 1
+        # a stream whose every segment retention dropped has no G key left: it goes on from the
+        # floor, never from 0 again (a consumer's stored offset or an MQTT reference would skip or
+        # misread the new records)
+        s.next_offset = s.committed = max(s.segments[-1].last + 1 if s.segments else 0, meta.floor)
         deleted = {k.record_key_offset(key) for key, _ in self.store.scan_prefix(k.deleted_prefix(meta.sid))}
         if deleted:
             s.deleted = deleted
@@ -337,7 +346,7 @@ class SegmentLog:
     def _put_stream_meta(self, s: Stream) -> None:
         s.touched = self.batch_seq
         self._put(k.stream_key(s.name), encode(StreamMeta(s.sid, s.created_ms, s.retention_age_ms,
-                                                          s.retention_bytes)))
+                                                          s.retention_bytes, s.floor)))
 
     def set_retention(self, stream: Stream, max_age_ms: int = -1, max_bytes: int = -1) -> None:
         """Per-stream retention (persisted); -1 means the log's default, 0 means unlimited."""
@@ -352,8 +361,18 @@ class SegmentLog:
             for g in stream.segments:
                 self._index_segment(self._batch, stream.sid, stream.name, g)
         limit = self._limits(max_age_ms, max_bytes)[1]
-        if limit and stream.nbytes > limit:
-            self._over_bytes.add(stream.name)
+        if limit and stream.nbytes > limit and stream.name not in self._over_bytes:
+            self._note_over(self._batch, stream.name)
+            self._batch_len += 1
+            self._schedule()
+
+    def _note_over(self, batch: Batch, name: str) -> None:
+        """A stream went past its byte limit: the next pass trims it (and a restart before then
+        still knows, from its O key, written in the same batch as the records that did it)."""
+        if self.retention_exempt and name.startswith(tuple(self.retention_exempt)):
+            return  # (mailboxes): retention never trims them, so nothing to remember
+        self._over_bytes.add(name)
+        batch.put(k.over_key(name), b"")
 
     def _ages(self, name: str, age_setting: int) -> bool:
         """Whether a stream with this age setting (-1: the default) has an age limit retention applies."""
@@ -385,6 +404,7 @@ class SegmentLog:
             if g.indexed_ts >= 0:
                 b.delete(k.time_key(g.indexed_ts, s.sid, g.first))
         self._over_bytes.discard(name)
+        b.delete(k.over_key(name))
         b.delete(k.stream_key(name))
         self._batch_len += 1
         if s.segments and len(self._reclaim) < RECLAIM_MAX_RANGES:
@@ -767,8 +787,8 @@ class SegmentLog:
         s.nbytes += nb
         batch.put(s.gprefix + seg.first.to_bytes(8, "big"), encode(seg))  # k.segment_key, inlined
         limit = s.retention_bytes if s.retention_bytes >= 0 else self.retention_max_bytes
-        if limit and s.nbytes > limit and len(segs) > 1:
-            self._over_bytes.add(s.name)
+        if limit and s.nbytes > limit and len(segs) > 1 and s.name not in self._over_bytes:
+            self._note_over(batch, s.name)
 
     def _wake(self, s: Stream) -> None:
         ws, s.waiters = s.waiters, ()
@@ -893,9 +913,15 @@ class SegmentLog:
         now = now or now_ms()
         dropped = 0
         budget = self.retention_pass_max if self.retention_pass_max is not None else 1 << 62
+        if not self._over_loaded:
+            self._over_loaded = True
+            for key, _ in self.store.scan_prefix(k.P_OVER):
+                self._over_bytes.add(key[1:].decode())
         while self._over_bytes and budget > 0:
             budget -= 1
-            s = self.get_stream(self._over_bytes.pop())
+            name = self._over_bytes.pop()
+            self._unindex(k.over_key(name))
+            s = self.get_stream(name)
             if s is not None and self._ages(s.name, 1):  # (not exempt)
                 dropped += self._retain(s, now)
         if self._index_pending and budget > 0:
@@ -913,6 +939,9 @@ class SegmentLog:
                 dropped += self._age_out(key, v.decode(), now)
         if dropped:
             self.stats.segments_dropped += dropped
+        if self._batch_len:
+            # also for the deletes of stale index entries alone: a batch left unscheduled would hold
+            # every durability barrier (a PONG, an ack) until some later append happened to flush it
             self._schedule()
         return dropped
 
@@ -1033,6 +1062,11 @@ class SegmentLog:
         # that never takes them) the store's own compactions free the space later.
         if lo >= 0 and len(self._reclaim) < RECLAIM_MAX_RANGES:
             self._reclaim.append((s.kprefix + lo.to_bytes(8, "big"), s.kprefix + hi.to_bytes(8, "big")))
+        if lo >= 0:
+            # in the same batch as the range delete: once the last G key is gone, the S key still
+            # says where the stream's offsets go on
+            s.floor = hi
+            self._put_stream_meta(s)
         return dropped
 
     @property

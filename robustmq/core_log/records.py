@@ -41,6 +41,9 @@ class StreamMeta(msgspec.Struct, array_like=True, gc=False):
     # per-stream retention: -1 = the log's default, 0 = unlimited (trailing, so older values decode)
     retention_age_ms: int = -1
     retention_bytes: int = -1
+    # the end of the last range retention dropped: the next offset of a stream left with no
+    # segment, so offsets are never handed out again after a restart or a cache eviction
+    floor: int = 0
 
 
 _rec_enc = msgspec.msgpack.Encoder()
