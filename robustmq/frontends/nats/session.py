@@ -99,9 +99,10 @@ class NatsSession(ReadTurns, BufferedConnection):
     """One NATS client connection; to the router, a `routing.contract.Connection`."""
 
     protocol = "nats"
-    # 1 MiB a loop turn (about four full uvloop reads): NATS pipelines are throughput workloads; the
-    # bound still keeps another client's PONG a fraction of a flood away (tests/test_fairness.py)
-    read_turn_bytes = 1 << 20
+    # 256 KiB a loop turn (one full uvloop read; about 1,800 128-byte PUBs): during a pipelined flood
+    # another client's PONG waited 32-39 ms (p50) with 1 MiB a turn, 13-16 ms with this, and
+    # alternating `pub` runs showed no throughput change beyond their spread (tests/test_fairness.py)
+    read_turn_bytes = 1 << 18
 
     def __init__(self, server: NatsServer) -> None:
         self.server = server
