@@ -642,14 +642,20 @@ class Upstream:
                 self._save(mb, group, fresh)
             g = fresh
         start = g.floor if g is not None else self._start(stream, req)
-        acked: set[int] = g.acked if g is not None else set()
         settled = start
         while True:
             if self.registry.get(addr) is not mb:
                 raise Mq9Error(f"mailbox {addr} does not exist")
+            if g is not None:
+                # read the group afresh on every pass: ACKs (of any member) handled while this
+                # FETCH scanned or waited move the floor and drop the offsets it passed from
+                # `acked`, so a start or an acked set kept from an earlier pass would hand out
+                # again what was acked meanwhile
+                start = g.floor
+            skip = _settled_in(g) if g is not None else _nothing
             held = g.held_by_others(origin, now_ms()) if g is not None and g.leases else None
             msgs, next_vis, settled = await self._collect(mb, stream, start, req.config.num_msgs,
-                                                           acked.__contains__, held)
+                                                           skip, held)
             if getattr(origin, "closed", False):
                 # the connection that asked is gone: nobody would get the answer, so take nothing
                 # (no lease on a dead holder, no move of the group's floor)
@@ -660,7 +666,11 @@ class Upstream:
                     # another FETCH restarted the group (`force_deliver`) while this one collected
                     # or waited: answer from the group as it is now, never write the old one back
                     g = cur
-                    start, acked = g.floor, g.acked
+                    continue
+            if g is not None and msgs:
+                # acked (by another member, or by this one) while the scan yielded to the loop
+                msgs = [m for m in msgs if not skip(m[0])]
+                if not msgs and deadline > time.monotonic():
                     continue
             if g is not None and msgs and g.leases:
                 # another member's FETCH may have leased some of these while this one scanned
@@ -737,6 +747,15 @@ class Upstream:
                     b.append((off, rec))
         msgs = _cap([e for b in buckets for e in b][:req.limit])
         return ok({"messages": [_entry(off, rec) for off, rec in msgs]})
+
+
+def _nothing(off: int) -> bool:
+    return False
+
+
+def _settled_in(g: GroupState) -> Callable[[int], bool]:
+    """Whether an offset is settled for the group as it is when asked: below its floor, or acked."""
+    return lambda off: off < g.floor or off in g.acked
 
 
 def _cap(msgs: list[tuple[int, Record]]) -> list[tuple[int, Record]]:
