@@ -40,7 +40,8 @@ MQ9_LIST = "$mq9.AI.MAILBOX.LIST."
 LIST_MAX_PAGES = 1000  # a mailbox holds at most --mq9-max-messages; this bounds the loop
 MQ9_DELETE = "$mq9.AI.MAILBOX.DELETE."
 MQ9_PUBLIC_LIST = "$mq9.AI.PUBLIC.LIST"
-PRIORITIES = ("normal", "urgent", "critical", "low")  # low: after normal (the PyPI SDK's level)
+# the seed's levels, then the PyPI SDK's names: low after normal, high = urgent
+PRIORITIES = ("normal", "urgent", "critical", "low", "high")
 SUB_PRIORITIES = ("all",) + PRIORITIES
 MQ9_HEADERS = ("mq9-msg-id", "mq9-priority", "mq9-ts")
 
@@ -312,7 +313,8 @@ def mailbox_create(
 def send(
     mail_id: str = typer.Argument(..., help="Mailbox id"),
     payload: str = typer.Argument(..., help="Message payload ('-' reads stdin)"),
-    priority: str = typer.Option("normal", "--priority", "-p", help="normal, urgent, critical or low"),
+    priority: str = typer.Option("normal", "--priority", "-p",
+                                 help="normal, urgent, critical, or the PyPI SDK's low / high"),
     header: list[str] | None = typer.Option(None, "--header", "-H", help="K=V header (repeatable)"),
     no_ack: bool = typer.Option(False, "--no-ack", help="Publish fire-and-forget (no msg_id; a "
                                 "missing mailbox is not reported)"),
@@ -360,7 +362,8 @@ def send(
 
 def sub(
     mail_id: str = typer.Argument(..., help="Mailbox id"),
-    priority: str = typer.Option("all", "--priority", "-p", help="all, normal, urgent, critical or low"),
+    priority: str = typer.Option("all", "--priority", "-p",
+                                 help="all, normal, urgent, critical, or the PyPI SDK's low / high"),
     queue: str = typer.Option("", "--queue", "-q", help="Queue group: each message goes to one member"),
     count: int | None = typer.Option(None, "--count", "-n", min=1, help="Exit after N messages"),
     timeout: float | None = typer.Option(None, "--timeout", "-t", min=0.0,

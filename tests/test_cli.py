@@ -127,6 +127,20 @@ def test_send_priorities_sub_critical_first(server: Any) -> None:
     assert [m["payload"] for m in normal] == ["n1"]
 
 
+def test_send_and_sub_take_the_pypi_sdks_priority_names(server: Any) -> None:
+    """The server serves the PyPI SDK's `.high` / `.low` (SPEC §4b): the CLI takes them too. A `high`
+    send is urgent, `low` comes after normal; `sub --priority high` is the SDK's view (critical and
+    urgent)."""
+    mail_id = create_private(server)
+    for prio, payload in (("low", "l1"), ("normal", "n1"), ("high", "h1"), ("critical", "c1")):
+        (reply,) = json_lines(cli("send", mail_id, payload, "-p", prio, "--json", server=server))
+        assert isinstance(reply["msg_id"], int), reply
+    msgs = json_lines(cli("sub", mail_id, "--count", "4", "--timeout", "5", "--json", server=server))
+    assert [m["payload"] for m in msgs] == ["c1", "h1", "n1", "l1"], msgs
+    high = json_lines(cli("sub", mail_id, "-p", "high", "--timeout", "1", "--json", server=server))
+    assert [m["payload"] for m in high] == ["c1", "h1"], high
+
+
 def test_send_stdin_headers_and_no_ack(server: Any) -> None:
     mail_id = create_private(server)
     payload = "line one\nünïcode ✓\n".encode()
@@ -272,7 +286,7 @@ def test_send_to_missing_mailbox_fails(server: Any) -> None:
 
 
 def test_usage_errors_exit_2(server: Any) -> None:
-    for args in (("send", "m", "x", "--priority", "high"), ("send", "m", "x", "-H", "novalue"),
+    for args in (("send", "m", "x", "--priority", "highest"), ("send", "m", "x", "-H", "novalue"),
                  ("sub", "*"), ("sub", "m", "--priority", "lowest"), ("delete", "m", "abc")):
         res = cli(*args, server=server)
         assert res.returncode == 2, (args, res.stderr)

@@ -30,6 +30,7 @@ from robustmq.frontends.mqtt.codec import (
     serialize,
 )
 from robustmq.frontends.mqtt.mapping import (
+    H_CORRELATION,
     NO_MESSAGE_PROPERTIES,
     delivery_topic,
     filter_subjects,
@@ -83,6 +84,7 @@ MAX_INFLIGHT = 1024  # unacknowledged QoS 1/2 messages towards one client (less 
 # much; what waits behind the window is counted against --max-pending and --max-pending-total, as
 # mosquitto's max_inflight_bytes bounds its window
 INFLIGHT_MAX_BYTES = 1 << 20
+MAX_REQUESTS = 1024  # v5 requests to mq9 with Correlation Data awaiting their answer, per connection
 # why the server closed a connection, in nats-server's words (its ClosedState names), as
 # /connz?state=closed shows the closed connections of every protocol
 _CLOSE_REASONS = {
@@ -156,6 +158,11 @@ class MqttSession(ReadTurns, BufferedConnection):
         self._next_pid = 1
         # topic -> (subject or None, whether a run of PUBLISHes to it can go as one publish_many)
         self._routes: dict[str, tuple[str | None, bool]] = {}
+        # v5 requests to a subject owner (mq9) that carry Correlation Data: the owner answers each on
+        # a reply subject of its own (the key), which `reply` turns back into the Response Topic's
+        # subject with the request's Correlation Data (MQTT 5 4.10), however the answers are ordered
+        self._requests: dict[str, tuple[str, Headers]] = {}
+        self._request_seq = 0
         # this read's acks (PUBACK / PUBREC bytes), each with the receipt it waits for: written once
         # durable, in the commit's own callbacks, one write per read (see _ack_when_durable_all)
         self._acks: list[tuple[Receipt | None, bytes]] = []
@@ -479,8 +486,7 @@ class MqttSession(ReadTurns, BufferedConnection):
         if qos and len(self._qos2_in) >= INBOUND_RECEIVE_MAXIMUM and self.proto == MQTT_5:
             self._protocol_error(reasons.RECEIVE_MAXIMUM_EXCEEDED, "too many unacknowledged QoS 2 publishes")
             return
-        route = self._routes.get(topic)
-        subject = (route or self._route_of(topic))[0]
+        subject, plain = self._routes.get(topic) or self._route_of(topic)
         code = reasons.SUCCESS
         receipt: Receipt | None = None
         if subject is None:
@@ -488,6 +494,8 @@ class MqttSession(ReadTurns, BufferedConnection):
         else:
             headers = None if props is NO_PROPERTIES else properties_to_headers(props, _now_ms())
             reply = publish_subject(props.response_topic) if props.response_topic else None
+            if reply is not None and props.correlation_data is not None and headers and not plain:
+                reply = self._request_reply(reply, headers)  # a request to mq9: answered by the broker
             receipt = self._route(topic, subject, ev.payload, qos, ev.retain, headers, reply)
             if self._refused is not None:
                 code = refusal_code(self._refused)
@@ -865,14 +873,33 @@ class MqttSession(ReadTurns, BufferedConnection):
         finally:
             router.current = cur
 
+    def _request_reply(self, reply: str, headers: Headers) -> str:
+        """The reply subject a subject owner is given for a v5 request with Correlation Data: one of
+        this request's own, remembered with the Response Topic's subject and that Correlation Data
+        (at most MAX_REQUESTS waiting: the oldest unanswered one is forgotten first)."""
+        correlation = [(k, v) for k, v in headers if k == H_CORRELATION]
+        self._request_seq += 1
+        token = f"_MQTT_REQ.{self.cid}.{self._request_seq}"
+        requests = self._requests
+        if len(requests) >= MAX_REQUESTS:
+            del requests[next(iter(requests))]
+        requests[token] = (reply, correlation)
+        return token
+
     def reply(self, subject: str, payload: bytes) -> bool:
         """A broker reply (mq9) to a v5 request's response topic: only to this connection's own
-        subscription that takes it, never through the subject match."""
+        subscription that takes it, never through the subject match; with the request's
+        Correlation Data when it had some."""
         if self.closed:
             return False
+        headers: Headers | None = None
+        if self._requests:
+            req = self._requests.pop(subject, None)
+            if req is not None:
+                subject, headers = req
         for sub in self.subs.values():
             if sub.queue is None and subject_matches(sub.subject, subject):
-                self.deliver(sub, subject, None, None, payload)
+                self.deliver(sub, subject, None, headers, payload)
                 return True
         return False
 
