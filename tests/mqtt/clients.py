@@ -5,6 +5,7 @@ Debian's mosquitto_sub / mosquitto_pub command-line clients as subprocesses."""
 from __future__ import annotations
 
 import queue
+import secrets
 import socket
 import subprocess
 import threading
@@ -12,6 +13,7 @@ import time
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
@@ -24,6 +26,12 @@ from .brokers import debian_binary
 V3 = mqtt.MQTTv311
 V5 = mqtt.MQTTv5
 WAIT = 5.0
+RAW_VERSIONS = [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5")]
+
+
+def uniq(prefix: str = "t") -> str:
+    """A name no other test uses (topics, client ids, mailbox names)."""
+    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def nothing_in(q: queue.Queue[Any], wait: float) -> bool:

@@ -10,7 +10,6 @@ never skips.
 from __future__ import annotations
 
 import queue
-import secrets
 import time
 
 import pytest
@@ -34,13 +33,10 @@ from robustmq.frontends.mqtt.packets import (
 from robustmq.frontends.mqtt.properties import Properties
 from robustmq.frontends.mqtt.writer import encode_publish
 
-from .clients import MQTT_5, MQTT_311, V3, V5, Paho, Raw
+from .clients import MQTT_5, MQTT_311, V3, V5, Paho, Raw, uniq
 
 VERSIONS = [pytest.param(V3, id="v3.1.1"), pytest.param(V5, id="v5")]
 
-
-def uniq(prefix: str = "t") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def drain(c: Paho, wait: float = 0.4) -> list:

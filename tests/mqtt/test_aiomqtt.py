@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,14 +21,12 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from procs import RobustMQ
 
 from .brokers import PASSWORD, USER
+from .clients import uniq
 
 WAIT = 5.0
 V3, V5 = aiomqtt.ProtocolVersion.V311, aiomqtt.ProtocolVersion.V5
 VERSIONS = [pytest.param(V3, id="v3.1.1"), pytest.param(V5, id="v5")]
 
-
-def uniq(prefix: str = "x") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def props(packet: int, **values: Any) -> Properties:

@@ -7,7 +7,6 @@ The MQTT-only tests run against robustmq and mosquitto (`broker` / `port`, conft
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,12 +19,10 @@ from amqtt.session import ApplicationMessage
 from procs import RobustMQ
 
 from .brokers import PASSWORD, USER
+from .clients import uniq
 
 WAIT = 5.0
 
-
-def uniq(prefix: str = "a") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def make(cid: str | None = None, *, clean: bool = True, will: tuple[str, str, int, bool] | None = None

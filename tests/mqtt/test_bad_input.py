@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import json
 import queue
-import secrets
 import threading
 import time
 import urllib.request
@@ -35,13 +34,7 @@ from robustmq.frontends.mqtt.packets import (
 )
 from robustmq.frontends.mqtt.session import INFLIGHT_MAX_BYTES, MAX_INFLIGHT
 
-from .clients import MQTT_5, MQTT_311, V3, V5, WAIT, Paho, Raw
-
-RAW_VERSIONS = [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5")]
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
+from .clients import MQTT_5, MQTT_311, RAW_VERSIONS, V3, V5, WAIT, Paho, Raw, uniq
 
 
 def still_serves(port: int) -> None:

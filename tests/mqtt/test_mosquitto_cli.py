@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import subprocess
 import threading
 import time
@@ -22,13 +21,10 @@ from paho.mqtt.properties import Properties as PahoProperties
 from procs import RobustMQ
 
 from .brokers import PASSWORD, USER, debian_binary
-from .clients import V5, MosqSub, Paho, mosq_pub
+from .clients import V5, MosqSub, Paho, mosq_pub, uniq
 
 VERSIONS = [pytest.param("mqttv311", id="v3.1.1"), pytest.param("mqttv5", id="v5")]
 
-
-def uniq(prefix: str = "c") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def ok(res: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ expiry, and survival of SIGTERM and kill -9."""
 
 from __future__ import annotations
 
-import secrets
 import socket
 import time
 
@@ -26,10 +25,9 @@ from robustmq.frontends.mqtt.packets import (
 from robustmq.frontends.mqtt.packets import Subscription as SubRequest
 from robustmq.frontends.mqtt.properties import Properties
 
-from .clients import MQTT_5, MQTT_311, V3, V5, WAIT, Paho, Raw
+from .clients import MQTT_5, RAW_VERSIONS, V3, V5, WAIT, Paho, Raw, uniq
 
 VERSIONS = [pytest.param(V3, id="v3.1.1"), pytest.param(V5, id="v5")]
-RAW_VERSIONS = [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5")]
 EXPIRY = 300
 
 
@@ -39,9 +37,6 @@ def srv():
     yield s
     s.cleanup()
 
-
-def uniq(prefix: str = "p") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def persistent(port: int, version: int, cid: str, expiry: int = EXPIRY) -> Paho:

@@ -7,7 +7,6 @@ come back at all. paho-mqtt v5 on both sides; the raw codec client only to hold 
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from robustmq.frontends.mqtt.packets import ConnAck, Publish, SubAck, Subscribe
 from robustmq.frontends.mqtt.packets import Subscription as SubRequest
 from robustmq.frontends.mqtt.properties import Properties
 
-from .clients import MQTT_5, V5, WAIT, Paho, Raw
+from .clients import MQTT_5, V5, WAIT, Paho, Raw, uniq
 
 EXPIRY = 300
 USER_PROPS = [("k1", "v1"), ("mqtt-odd", "x"), ("k1", "again")]
@@ -32,9 +31,6 @@ def srv():
     yield s
     s.cleanup()
 
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def persistent(port: int, cid: str, **connect_properties: Any) -> Paho:

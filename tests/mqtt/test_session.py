@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
-import secrets
 import time
 import urllib.request
 
@@ -31,10 +30,9 @@ from robustmq.frontends.mqtt.packets import (
 )
 from robustmq.frontends.mqtt.writer import encode_publish
 
-from .clients import MQTT_5, MQTT_311, V3, V5, Paho, Raw
+from .clients import MQTT_5, MQTT_311, RAW_VERSIONS, V3, V5, Paho, Raw, uniq
 
 VERSIONS = [pytest.param(V3, id="v3.1.1"), pytest.param(V5, id="v5")]
-RAW_VERSIONS = [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5")]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +41,6 @@ def srv():
     yield s
     s.cleanup()
 
-
-def uniq(prefix: str = "t") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 # ------------------------------------------------------------------------------------ connect

@@ -6,7 +6,6 @@ Where the behaviour is the spec's (not robustmq's own mq9), the test runs agains
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from typing import Any
 
@@ -34,13 +33,7 @@ from robustmq.frontends.mqtt.retained import RetainedMessage, _decode
 from robustmq.frontends.mqtt.session import refusal_code
 from robustmq.routing.contract import Refusal, RefusalKind
 
-from .clients import MQTT_5, MQTT_311, V5, Paho, Raw
-
-RAW_VERSIONS = [pytest.param(MQTT_311, id="v3.1.1"), pytest.param(MQTT_5, id="v5")]
-
-
-def uniq(prefix: str = "t") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
+from .clients import MQTT_5, MQTT_311, RAW_VERSIONS, V5, Paho, Raw, uniq
 
 
 def publishes(r: Raw, wait: float) -> list[Publish]:

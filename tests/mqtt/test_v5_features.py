@@ -11,7 +11,6 @@ Found by a differential audit; each test failed on the code before its fix:
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import pytest
@@ -29,11 +28,7 @@ from robustmq.frontends.mqtt.packets import (
 )
 from robustmq.frontends.mqtt.properties import Properties
 
-from .clients import MQTT_5, V5, Paho, Raw
-
-
-def uniq(prefix: str = "t") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
+from .clients import MQTT_5, V5, Paho, Raw, uniq
 
 
 def _expiry(seconds: int) -> PahoProperties:

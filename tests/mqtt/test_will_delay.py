@@ -9,7 +9,6 @@ client id and will topic) and one watcher times every will, so the delays cost s
 from __future__ import annotations
 
 import queue
-import secrets
 import socket
 import subprocess
 import threading
@@ -25,15 +24,12 @@ from procs import RobustMQ
 
 from robustmq.frontends.mqtt import reasons
 
-from .clients import V5, MosqSub, Paho
+from .clients import V5, MosqSub, Paho, uniq
 
 WATCH_S = 2.4  # how long the watcher waits for the last due will
 IMMEDIATE = (0.0, 0.6)
 AFTER_ONE_SECOND = (0.9, 2.2)  # a delay (or session expiry) of 1 s; the server checks every 0.25 s
 
-
-def uniq(prefix: str = "wd") -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
 
 
 def will_props(delay: int | None) -> PahoProperties | None:
